@@ -1,0 +1,83 @@
+"""What the layers above expect of an engine. Nothing above `engines/` imports torch.
+
+A text engine takes validated requests (token ids + sampling parameters) and yields text deltas.
+Cancellation is part of the contract: closing the async iterator (``aclose()``), or cancelling the
+task that iterates it, aborts the request inside the engine within one decoding step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """Per-request decoding parameters; validated at admission before they reach an engine."""
+
+    max_tokens: int
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 0  # 0 disables top-k
+    min_tokens: int = 0  # EOS and stop strings cannot end the output before this many tokens
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None  # None: the engine draws one; the same seed gives the same tokens
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TextRequest:
+    request_id: str
+    prompt_ids: Sequence[int]
+    params: SamplingParams
+    # Monotonic-clock deadline (time.monotonic()); the engine stops the request when it passes.
+    deadline: float | None = None
+
+
+@dataclass(slots=True)
+class TextDelta:
+    """New output since the previous delta. The last delta of a request has `finish_reason` set."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+
+
+@runtime_checkable
+class TextEngine(Protocol):
+    """A loaded causal LM plus its tokenizer, owning the device and the decoding loop."""
+
+    model_id: str  # where it was loaded from (path or hub id)
+    n_ctx: int  # context length: prompt tokens + generated tokens must fit
+    has_chat_template: bool
+
+    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
+        """The tokenizer's own template, `add_generation_prompt=True`: the only prompt transformation."""
+        ...
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a rendered prompt, exactly as the model will receive them."""
+        ...
+
+    def generate(self, request: TextRequest) -> AsyncIterator[TextDelta]: ...
+
+    @property
+    def num_running(self) -> int: ...
+
+    @property
+    def num_waiting(self) -> int: ...
+
+    def is_alive(self) -> bool:
+        """False once the engine's loop has died; the worker then turns unready and exits."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def shutdown(self) -> None: ...

@@ -1,0 +1,162 @@
+"""Worker settings: CLI flags = environment variables `PUREINFER_*` = defaults, in that priority.
+
+List settings (`PUREINFER_API_KEYS`, `PUREINFER_TEXT_MODELS`) are comma-separated in the
+environment. The CLI builds a `WorkerSettings(**flags)`; pydantic-settings fills the rest.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_TEXT_MODEL_CUDA = "Qwen/Qwen2.5-7B-Instruct"
+DEFAULT_TEXT_MODEL_CPU = "Qwen/Qwen2.5-0.5B-Instruct"
+DEFAULT_IMAGE_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
+DEFAULT_TEXT_ALIAS = "qwen_instruct"
+
+
+class Role(StrEnum):
+    CHAT = "chat"
+    IMAGE = "image"
+    ALL = "all"
+
+    @property
+    def serves_text(self) -> bool:
+        return self in (Role.CHAT, Role.ALL)
+
+    @property
+    def serves_images(self) -> bool:
+        return self in (Role.IMAGE, Role.ALL)
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pureinfer"
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PUREINFER_", extra="ignore")
+
+    role: Role = Role.CHAT
+    host: str = "127.0.0.1"
+    port: int = 8000
+    demo: bool = False
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+
+    # Models. text_models entries are "[ALIAS=]PATH_OR_HUB_ID"; the first is the default.
+    text_models: CommaList = Field(default_factory=list)
+    image_model: str | None = None
+    device: str | None = None  # None: cuda when available, else cpu
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+
+    # Security.
+    api_keys: CommaList = Field(default_factory=list)
+    signing_secret: str | None = None
+    signature_max_skew_s: int = 300
+    insecure: bool = False
+
+    # Limits.
+    max_tokens_limit: int = 2000
+    request_timeout_s: float = 120.0
+    max_body_bytes: int = 1_048_576
+    max_running_requests: int = 16
+    max_queued_requests: int = 64
+    drain_timeout_s: float = 30.0
+
+    # Observability.
+    log_prompts: Literal["none", "preview", "full"] = "preview"
+    log_level: str = "INFO"
+    metrics_window_s: float = 60.0
+
+    # Images (used by the image role).
+    image_min_size: int | None = None  # None: 256 (64 with --demo)
+    image_max_size: int | None = None  # None: 2048 (512 with --demo)
+    image_max_batch: int = 4
+    image_batch_wait_ms: float = 20.0
+    attention_slicing: bool = False
+    vae_tiling: bool = False
+    storage: Literal["local", "s3"] = "local"
+    storage_dir: Path | None = None  # None: <cache_dir>/files
+    public_base_url: str | None = None
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_presign_expiry_s: int = 3600
+
+    # Gateway registration.
+    gateway_url: str | None = None
+    gateway_secret: str | None = None
+    worker_url: str | None = None  # the URL the gateway should call us at
+    heartbeat_s: float = 10.0
+
+    @field_validator("api_keys", "text_models", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @model_validator(mode="after")
+    def _refuse_open_public_listen(self) -> WorkerSettings:
+        if not self.api_keys and not self.insecure and not is_loopback_host(self.host):
+            raise ValueError(
+                f"refusing to listen on {self.host} without an API key: pass --api-key KEY "
+                "(or PUREINFER_API_KEYS), or --insecure to accept unauthenticated callers"
+            )
+        return self
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.cache_dir / "demo-models"
+
+    def text_model_specs(self, cuda: bool) -> list[tuple[str, str]]:
+        """(alias, path_or_id) pairs in order; the first is the default model."""
+        if self.demo:
+            return [(DEFAULT_TEXT_ALIAS, str(self.demo_dir / "text"))] if not self.text_models else \
+                [parse_model_spec(s) for s in self.text_models]
+        if not self.text_models:
+            return [(DEFAULT_TEXT_ALIAS, DEFAULT_TEXT_MODEL_CUDA if cuda else DEFAULT_TEXT_MODEL_CPU)]
+        return [parse_model_spec(s) for s in self.text_models]
+
+    def image_model_path(self) -> str:
+        if self.image_model:
+            return self.image_model
+        return str(self.demo_dir / "image") if self.demo else DEFAULT_IMAGE_MODEL
+
+    def image_size_bounds(self) -> tuple[int, int]:
+        lo = self.image_min_size if self.image_min_size is not None else (64 if self.demo else 256)
+        hi = self.image_max_size if self.image_max_size is not None else (512 if self.demo else 2048)
+        return lo, hi
+
+
+def parse_model_spec(spec: str) -> tuple[str, str]:
+    """`alias=path` -> (alias, path); a bare path gets the default alias."""
+    alias, sep, path = spec.partition("=")
+    if sep and alias and "/" not in alias:
+        return alias.strip(), path.strip()
+    return DEFAULT_TEXT_ALIAS, spec.strip()
+
+
+def is_loopback_host(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
