@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from pureinfer.errors import OutOfMemory, PureInferError, InternalError
+from pureinfer.errors import InternalError, OutOfMemory, PureInferError
 
 log = logging.getLogger(__name__)
 

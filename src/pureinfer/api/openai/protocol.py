@@ -1,0 +1,69 @@
+"""OpenAI-compatible wire models (chat completions, models). Unknown fields are ignored, as the
+official clients send optional ones we do not use; fields we cannot honour are refused by name."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pureinfer.api.text.protocol import SamplingFields
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        # vLLM's rule for text-only content parts: joined with newlines. No other change is made.
+        return self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(SamplingFields):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    n: int = Field(default=1, ge=1, le=1, description="Only n = 1 is supported")
+    stream_options: StreamOptions | None = None
+    presence_penalty: float = Field(default=0.0, ge=0.0, le=0.0, description="Not supported; 0 only")
+    frequency_penalty: float = Field(default=0.0, ge=0.0, le=0.0, description="Not supported; 0 only")
+    logprobs: bool | None = Field(default=None, description="Not supported")
+    user: str | None = None
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("logprobs are not supported")
+        return value
+
+    def resolved(self) -> ChatCompletionRequest:
+        """max_completion_tokens is the newer name of max_tokens; it wins when both are given."""
+        if self.max_completion_tokens is not None:
+            return self.model_copy(update={"max_tokens": self.max_completion_tokens})
+        return self
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+def model_card(alias: str, created: int) -> dict[str, Any]:
+    return {"id": alias, "object": "model", "created": created, "owned_by": "pureinfer"}

@@ -1,0 +1,190 @@
+"""Builds the worker's FastAPI app for a role (chat, image, all) from the API surfaces.
+
+Lifecycle: the app starts STARTING, loads its models in the lifespan (building the demo models
+first with --demo), turns READY, and watches its engines: an engine whose loop dies turns the
+worker FAILED (unready) and calls `on_fatal`, which the CLI uses to exit so a supervisor restarts
+it (vLLM's launcher does the same). `drain()` is SIGTERM's first half: DRAINING refuses new work
+while in-flight requests finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+from pureinfer.api.ops.router import build_ops_router
+from pureinfer.api.ops.serving import OpsServing
+from pureinfer.api.text.router import build_text_router
+from pureinfer.api.text.serving import TextLimits, TextServing
+from pureinfer.engines.base import TextEngine
+from pureinfer.security import ApiKeys, SignatureVerifier
+from pureinfer.settings import WorkerSettings
+from pureinfer.worker.errors_http import install_error_handlers
+from pureinfer.worker.middleware import Guard, RequestContext
+from pureinfer.worker.runtime import WorkerRuntime
+from pureinfer.worker.state import WorkerState
+
+log = logging.getLogger("pureinfer.worker")
+
+OPEN_PATHS = frozenset({"/health/live", "/health/ready"})
+# Image files are capability URLs (unguessable names), fetched by browsers without our headers.
+OPEN_PREFIXES = ("/files/",)
+WORK_ENDPOINTS = {"/chat", "/enhance", "/generate", "/v1/chat/completions", "/v1/completions",
+                  "/v1/images/generations"}
+
+
+def create_app(settings: WorkerSettings, *, text_engines: dict[str, TextEngine] | None = None,
+               on_fatal: Callable[[], None] | None = None) -> FastAPI:
+    """`text_engines` injects already-loaded engines (tests, `pureinfer serve`); else they load here."""
+    runtime = WorkerRuntime(settings)
+    role = settings.role
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            await _load_models(runtime, text_engines)
+            runtime.lifecycle.to(WorkerState.READY)
+            log.info("worker ready", extra={"role": role.value, "models": OpsServing(runtime, []).models(),
+                                            "device": runtime.device})
+        except BaseException:
+            runtime.lifecycle.to(WorkerState.FAILED)
+            await _shutdown_engines(runtime)
+            raise
+        tasks.append(asyncio.create_task(_watch_engines(runtime, on_fatal), name="engine-watchdog"))
+        if settings.gateway_url:
+            from pureinfer.gateway.registration import run_registration
+
+            doc = OpsServing(runtime, _endpoints(app)).worker_info()["worker_info"]
+            tasks.append(asyncio.create_task(run_registration(settings, doc), name="gateway-registration"))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if not runtime.lifecycle.state.is_terminal():
+                runtime.lifecycle.to(WorkerState.STOPPED)
+            await _shutdown_engines(runtime)
+
+    app = FastAPI(title="pureinfer worker", version="0.1.0", lifespan=lifespan,
+                  description="Pure inference: the worker runs exactly the messages it is given.")
+    app.state.runtime = runtime
+    install_error_handlers(app)
+
+    if role.serves_text:
+        app.include_router(build_text_router(runtime.require_text, mount_generate=(role.value == "chat")))
+        from pureinfer.api.openai.router import build_openai_router
+
+        app.include_router(build_openai_router(runtime.require_text))
+    if role.serves_images:
+        from pureinfer.api.image.router import build_image_router
+
+        app.include_router(build_image_router(runtime.require_image, mount_generate=(role.value == "image")))
+    if role.value == "all":
+        from pureinfer.api.generate_dispatch import build_dispatch_router
+
+        app.include_router(build_dispatch_router(runtime))
+
+    endpoints = _endpoints(app)
+    app.include_router(build_ops_router(OpsServing(runtime, endpoints)))
+
+    app.add_middleware(
+        Guard, max_body_bytes=settings.max_body_bytes, keys=ApiKeys(settings.api_keys),
+        verifier=SignatureVerifier(settings.signing_secret, settings.signature_max_skew_s)
+        if settings.signing_secret else None,
+        open_paths=OPEN_PATHS, open_prefixes=OPEN_PREFIXES,
+    )
+    app.add_middleware(RequestContext, endpoints={r.path for r in app.routes if hasattr(r, "path")} | set(endpoints),
+                       work_endpoints=WORK_ENDPOINTS, window=runtime.window)
+    return app
+
+
+def _endpoints(app: FastAPI) -> list[str]:
+    paths = [getattr(r, "path", "") for r in app.routes]
+    return sorted({p for p in paths if p and not p.startswith(("/docs", "/redoc", "/openapi"))} |
+                  {"/health", "/health/live", "/health/ready", "/status", "/worker/info", "/metrics"})
+
+
+async def _load_models(rt: WorkerRuntime, injected: dict[str, TextEngine] | None) -> None:
+    from pureinfer.engines import device as dev
+
+    s = rt.settings
+    if s.demo:
+        from pureinfer.worker.demo import ensure_demo_models
+
+        await asyncio.to_thread(ensure_demo_models, s.demo_dir, s.role.serves_text and injected is None,
+                                s.role.serves_images)
+    rt.device = await asyncio.to_thread(dev.pick_device, s.device)
+    rt.dtype = str(await asyncio.to_thread(dev.pick_dtype, s.dtype, rt.device)).removeprefix("torch.")
+    limits = TextLimits(s.max_tokens_limit, s.request_timeout_s, s.log_prompts)
+    if s.role.serves_text:
+        engines = injected if injected is not None else await _load_text_engines(rt)
+        for engine in engines.values():
+            await engine.start()
+        rt.text = TextServing(engines, rt.admission, limits)
+    if s.role.serves_images:
+        from pureinfer.api.image.serving import ImageServing
+        from pureinfer.engines.sdxl import load_image_engine
+        from pureinfer.storage import build_object_store
+
+        image_engine = await asyncio.to_thread(load_image_engine, s)
+        await image_engine.start()
+        rt.image = ImageServing(image_engine, build_object_store(s), s)
+
+
+async def _load_text_engines(rt: WorkerRuntime) -> dict[str, TextEngine]:
+    from pureinfer.engines.hf_text import load_text_engine
+
+    s = rt.settings
+    specs = s.text_model_specs(cuda=(rt.device or "cpu").startswith("cuda"))
+    aliases = [a for a, _ in specs]
+    if len(set(aliases)) != len(aliases):
+        raise ValueError(f"duplicate model aliases in --text-model: {aliases}; name them ALIAS=PATH")
+    engines: dict[str, TextEngine] = {}
+    for alias, path in specs:
+        t = time.monotonic()
+        engines[alias] = await asyncio.to_thread(
+            load_text_engine, path, device=rt.device, dtype=s.dtype,
+            max_running=s.max_running_requests, max_waiting=s.max_queued_requests)
+        log.info("text model loaded", extra={"model": alias, "source": path, "seconds": round(time.monotonic() - t, 2)})
+    return engines
+
+
+async def _shutdown_engines(rt: WorkerRuntime) -> None:
+    if rt.text is not None:
+        for engine in rt.text.engines.values():
+            with contextlib.suppress(Exception):
+                await engine.shutdown()
+    if rt.image is not None:
+        with contextlib.suppress(Exception):
+            await rt.image.shutdown()
+
+
+async def _watch_engines(rt: WorkerRuntime, on_fatal: Callable[[], None] | None, every_s: float = 1.0) -> None:
+    while rt.lifecycle.state in (WorkerState.READY, WorkerState.DRAINING):
+        if not rt.engines_alive():
+            log.error("an engine died; the worker is no longer ready")
+            rt.lifecycle.to(WorkerState.FAILED)
+            if on_fatal is not None:
+                on_fatal()
+            return
+        await asyncio.sleep(every_s)
+
+
+async def drain(rt: WorkerRuntime, timeout_s: float) -> bool:
+    """Stop admitting (readiness false, new requests 503) and wait for in-flight work to finish.
+    Returns True when everything finished inside the timeout."""
+    if rt.lifecycle.state == WorkerState.READY:
+        rt.lifecycle.to(WorkerState.DRAINING)
+    deadline = time.monotonic() + timeout_s
+    while rt.admission.in_flight > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    log.info("drained", extra={"in_flight_left": rt.admission.in_flight})
+    return rt.admission.in_flight == 0
