@@ -88,6 +88,10 @@ class WorkerSettings(BaseSettings):
     image_max_size: int | None = None  # None: 2048 (512 with --demo)
     image_max_batch: int = 4
     image_batch_wait_ms: float = 20.0
+    # Each image's UNet call keeps its lone shape, so pixels never depend on the batch (see
+    # engines/sdxl.py); False: one UNet call per batch, faster on a GPU, last-bit differences.
+    image_exact_batching: bool = True
+    image_thumbnails: bool = True  # a 256-px WEBP beside each PNG (thumbnail_url)
     attention_slicing: bool = False
     vae_tiling: bool = False
     storage: Literal["local", "s3"] = "local"
