@@ -39,7 +39,7 @@ def test_sigterm_drains_then_exits_zero(cache_dir: Path) -> None:
         result: dict = {}
 
         def in_flight() -> None:
-            body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1200, "min_tokens": 1200,
+            body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1900, "min_tokens": 1900,
                     "stream": True}
             with httpx.stream("POST", url + "/chat", json=body, timeout=120) as r:
                 lines = [ln for ln in r.iter_lines() if ln.startswith("data: ")]
@@ -58,7 +58,7 @@ def test_sigterm_drains_then_exits_zero(cache_dir: Path) -> None:
         assert refused.status_code == 503 and refused.json()["error_code"] == "WORKER_UNAVAILABLE"
         t.join(timeout=120)
         assert result["last"] == "data: [DONE]"
-        assert result["final"]["tokens_generated"] == 1200
+        assert result["final"]["tokens_generated"] == 1900
         assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
