@@ -1,0 +1,157 @@
+"""The gateway app: `create_app(GatewaySettings(...))`.
+
+`Gateway` holds the parts (store, template service, registry, client, audit writer) on
+`app.state.gateway`; the lifespan opens the store (running migrations), loads the registry,
+and runs the health-check and audit loops. Errors leave as the one envelope
+(`errors.envelope`), with Retry-After where the error carries one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pureinfer.errors import InvalidPayload, PureInferError, as_pureinfer_error, envelope
+from pureinfer.gateway.audit.router import router as audit_router
+from pureinfer.gateway.audit.writer import AuditWriter
+from pureinfer.gateway.auth import GatewayAuth
+from pureinfer.gateway.enhance.router import router as enhance_router
+from pureinfer.gateway.enhance.service import EnhanceService
+from pureinfer.gateway.settings import GatewaySettings
+from pureinfer.gateway.templates.router import router as templates_router
+from pureinfer.gateway.templates.service import TemplateService
+from pureinfer.gateway.workers.client import WorkerClient
+from pureinfer.gateway.workers.registry import WorkerRegistry
+from pureinfer.gateway.workers.router import router as workers_router
+from pureinfer.gateway.workers.urls import UrlPolicy
+from pureinfer.store.db import Store, open_store
+
+log = logging.getLogger("pureinfer.gateway")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+
+
+class Gateway:
+    """The gateway's parts, built once per app."""
+
+    def __init__(self, settings: GatewaySettings, store: Store, http: httpx.AsyncClient,
+                 url_policy: UrlPolicy | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.http = http
+        self.auth = GatewayAuth(settings.api_keys, settings.admin_keys,
+                                settings.registration_secret or settings.worker_signing_secret, settings.insecure)
+        self.templates = TemplateService(store, default_template=settings.default_template,
+                                         allow_nsfw_fallback=settings.allow_nsfw_fallback)
+        self.registry = WorkerRegistry(store, settings, http, url_policy or UrlPolicy(settings.worker_allowlist))
+        self.client = WorkerClient(self.registry, settings, http)
+        self.audit = AuditWriter(store, settings.effective_spill_path, batch_size=settings.audit_batch_size,
+                                 flush_interval_s=settings.audit_flush_interval_s,
+                                 max_buffer=settings.audit_max_buffer, retention_days=settings.audit_retention_days)
+        self.enhance = EnhanceService(self)
+
+
+class RequestIdMiddleware:
+    """Pure ASGI: take a sane `X-Request-ID` from the caller or make one; echo it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message["headers"] = [*headers, (b"x-request-id", rid.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _error_response(request: Request, exc: BaseException) -> JSONResponse:
+    err = as_pureinfer_error(exc)
+    rid = getattr(request.state, "request_id", None)
+    return JSONResponse(envelope(err, rid), status_code=err.http_status, headers=err.headers())
+
+
+def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None,
+               start_background: bool = True) -> FastAPI:
+    """Build the gateway. `url_policy` lets tests inject a resolver; `start_background=False`
+    leaves the health-check loop off (tests drive `registry.check_all()` themselves)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await asyncio.to_thread(open_store, settings.effective_database_url)
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
+        http = httpx.AsyncClient(follow_redirects=False, limits=limits, trust_env=False)
+        gw = Gateway(settings, store, http, url_policy)
+        app.state.gateway = gw
+        tasks = [asyncio.create_task(gw.audit.run(), name="audit-writer")]
+        try:
+            await gw.registry.refresh()
+            await gw.registry.check_all()
+        except Exception:
+            log.warning("initial registry load failed", exc_info=True, extra={"event": "registry_error"})
+        if start_background:
+            tasks.append(asyncio.create_task(gw.registry.run(), name="worker-health"))
+        log.info("gateway started", extra={"event": "gateway_started", "workers": len(gw.registry.workers),
+                                           "database": store.engine.url.render_as_string(hide_password=True)})
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(BaseException):
+                    await t
+            await gw.audit.close()
+            await http.aclose()
+            await asyncio.to_thread(store.dispose)
+
+    app = FastAPI(title="pureinfer gateway", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(RequestIdMiddleware)
+
+    @app.exception_handler(PureInferError)
+    async def _pureinfer_error(request: Request, exc: PureInferError) -> JSONResponse:
+        return _error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [{"field": ".".join(str(p) for p in e["loc"] if p != "body") or "body", "message": e["msg"]}
+                  for e in exc.errors()]
+        err = InvalidPayload("; ".join(f"{f['field']}: {f['message']}" for f in fields), {"fields": fields})
+        return _error_response(request, err)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc, extra={"event": "gateway_error"})
+        return _error_response(request, exc)
+
+    @app.get("/health", tags=["ops"])
+    async def health(request: Request) -> dict[str, Any]:
+        gw: Gateway = request.app.state.gateway
+        workers = list(gw.registry.workers.values())
+        return {"status": "healthy", "workers": len(workers), "healthy_workers": sum(w.healthy for w in workers),
+                "audit": gw.audit.status()}
+
+    app.include_router(enhance_router)
+    app.include_router(templates_router)
+    app.include_router(workers_router)
+    app.include_router(audit_router)
+    return app

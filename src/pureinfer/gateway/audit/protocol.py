@@ -1,0 +1,42 @@
+"""Wire models of the audit API and the entry the services record."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+# The columns of one audit entry, as the services fill them (all but id/created_at optional).
+ENTRY_FIELDS = (
+    "id", "created_at", "request_id", "endpoint", "caller_key_id", "template_name", "template_version",
+    "fallback_level", "cache_hit", "worker_id", "messages_sha256", "prompt_preview", "response_preview",
+    "prompt_tokens", "tokens_generated", "latency_ms", "status", "error_code",
+)
+
+
+class AuditOut(BaseModel):
+    id: str
+    created_at: datetime
+    request_id: str
+    endpoint: str
+    caller_key_id: str | None
+    template_name: str | None
+    template_version: int | None
+    fallback_level: int | None
+    cache_hit: bool | None
+    worker_id: str | None
+    messages_sha256: str | None
+    prompt_preview: str | None
+    response_preview: str | None
+    prompt_tokens: int | None
+    tokens_generated: int | None
+    latency_ms: float
+    status: int
+    error_code: str | None
+
+
+class AuditPage(BaseModel):
+    records: list[AuditOut]
+    count: int
+    writer: dict[str, Any]

@@ -1,0 +1,123 @@
+"""`pureinfer gateway ...`, `pureinfer templates import|export`, `pureinfer gateway-bench`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+STARTER = Path(__file__).with_name("starter_templates.yaml")
+
+
+def _settings_kwargs(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) not in (None, [], False)}
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pureinfer.gateway.app import create_app
+    from pureinfer.gateway.logs import configure_logging
+    from pureinfer.gateway.settings import GatewaySettings
+
+    kwargs = _settings_kwargs(args, [
+        "host", "port", "database_url", "api_keys", "admin_keys", "insecure", "worker_api_key",
+        "worker_signing_secret", "registration_secret", "worker_allowlist", "default_template",
+        "request_timeout_s", "log_level", "cache_dir"])
+    try:
+        settings = GatewaySettings(**kwargs)
+    except ValueError as exc:
+        print(f"pureinfer gateway: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                access_log=False)
+    return 0
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from pureinfer.gateway.settings import GatewaySettings
+    from pureinfer.store import open_store
+
+    settings = GatewaySettings(**_settings_kwargs(args, ["database_url", "cache_dir"]))
+    return open_store(settings.effective_database_url)
+
+
+def _templates_import(args: argparse.Namespace) -> int:
+    from pureinfer.gateway.templates.service import import_yaml
+
+    path = STARTER if args.starter else Path(args.file)
+    try:
+        counts = import_yaml(_store(args), path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"pureinfer templates import: {exc}", file=sys.stderr)
+        return 1
+    print(f"{path}: {counts['created']} created, {counts['new_versions']} new versions, "
+          f"{counts['unchanged']} unchanged")
+    return 0
+
+
+def _templates_export(args: argparse.Namespace) -> int:
+    from pureinfer.gateway.templates.service import export_yaml
+
+    text = export_yaml(_store(args), all_versions=args.all_versions)
+    if args.output and args.output != "-":
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pureinfer.bench.gateway import main as bench_main
+
+    return bench_main(args)
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--requests", type=int, default=200, help="measured requests per target")
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--max-tokens", type=int, default=8)
+    p.add_argument("--cache-dir", default=None, help="where the demo model is built (default: a temp dir)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    g = sub.add_parser("gateway", help="run the gateway (templates, routing, audit)")
+    g.add_argument("--host")
+    g.add_argument("--port", type=int)
+    g.add_argument("--database-url", help="SQLAlchemy URL (default: sqlite file in the cache dir)")
+    g.add_argument("--cache-dir")
+    g.add_argument("--api-key", dest="api_keys", action="append", help="caller API key (repeatable)")
+    g.add_argument("--admin-key", dest="admin_keys", action="append", help="admin API key (repeatable)")
+    g.add_argument("--insecure", action="store_true", help="allow running without keys on a public address")
+    g.add_argument("--worker-api-key", help="Bearer key the workers expect")
+    g.add_argument("--worker-signing-secret", help="HMAC secret the workers verify")
+    g.add_argument("--registration-secret", help="secret workers sign registration with (their --gateway-secret)")
+    g.add_argument("--allow-worker", dest="worker_allowlist", action="append",
+                   help="worker host name or CIDR allowed (repeatable; default: loopback only)")
+    g.add_argument("--default-template", help="template for fallback level 3")
+    g.add_argument("--request-timeout-s", type=float)
+    g.add_argument("--log-level")
+    g.set_defaults(func=_gateway)
+
+    t = sub.add_parser("templates", help="import or export prompt templates (YAML)")
+    tsub = t.add_subparsers(dest="templates_command", required=True)
+    ti = tsub.add_parser("import", help="import FILE.yaml (new versions only where content changed)")
+    ti.add_argument("file", nargs="?")
+    ti.add_argument("--starter", action="store_true", help="import the starter set shipped with pureinfer")
+    ti.add_argument("--database-url")
+    ti.add_argument("--cache-dir")
+    ti.set_defaults(func=lambda a: _templates_import(a) if (a.file or a.starter) else ti.error("give FILE or --starter"))
+    te = tsub.add_parser("export", help="export templates as YAML")
+    te.add_argument("-o", "--output", help="file (default: stdout)")
+    te.add_argument("--all-versions", action="store_true")
+    te.add_argument("--database-url")
+    te.add_argument("--cache-dir")
+    te.set_defaults(func=_templates_export)
+
+    b = sub.add_parser("gateway-bench", help="the gateway's added latency vs calling the worker directly (demo model)")
+    add_bench_arguments(b)
+    b.set_defaults(func=_bench)

@@ -1,0 +1,1 @@
+"""The public endpoints: `POST /enhance-prompt` and `POST /chat` (the playground)."""

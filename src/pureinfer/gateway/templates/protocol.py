@@ -1,0 +1,121 @@
+"""Wire models of the template admin API and the template view the rest of the gateway uses.
+No FastAPI or SQLAlchemy here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
+LABEL_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,99}$"
+CONTENT_MODES = ("sfw", "nsfw")
+PRODUCTION = "production"
+LATEST = "latest"
+
+
+class TemplateFields(BaseModel):
+    """The content of one version (everything that makes two versions differ)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enhancer_model: str = Field(min_length=1, max_length=100)
+    target_model: str = Field(min_length=1, max_length=100)
+    job_type: str = Field(min_length=1, max_length=50)
+    use_case: str = Field(min_length=1, max_length=50)
+    content_mode: str = Field(pattern=r"^(sfw|nsfw)$")
+    system_prompt: str = Field(min_length=1, max_length=100_000)
+    token_limit: int = Field(ge=1, le=32_768)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class TemplateCreate(TemplateFields):
+    template_name: str = Field(pattern=NAME_PATTERN)
+    labels: list[str] = Field(default_factory=list, description="labels to point at this first version")
+
+
+class TemplateUpdate(BaseModel):
+    """`PUT /templates/{id}`: a new version made of the current latest version with these
+    fields replaced. Nothing is edited in place."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enhancer_model: str | None = Field(None, min_length=1, max_length=100)
+    target_model: str | None = Field(None, min_length=1, max_length=100)
+    job_type: str | None = Field(None, min_length=1, max_length=50)
+    use_case: str | None = Field(None, min_length=1, max_length=50)
+    content_mode: str | None = Field(None, pattern=r"^(sfw|nsfw)$")
+    system_prompt: str | None = Field(None, min_length=1, max_length=100_000)
+    token_limit: int | None = Field(None, ge=1, le=32_768)
+    metadata: dict[str, Any] | None = None
+    labels: list[str] = Field(default_factory=list, description="labels to move to the new version")
+
+
+class LabelMove(BaseModel):
+    """`POST /templates/{id}/labels`: point `label` at `version` (a rollback when it is older)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(pattern=LABEL_PATTERN)
+    version: int = Field(ge=1)
+
+
+class TemplateOut(BaseModel):
+    id: int
+    template_name: str
+    version: int
+    enhancer_model: str
+    target_model: str
+    job_type: str
+    use_case: str
+    content_mode: str
+    system_prompt: str
+    token_limit: int
+    is_active: bool
+    metadata: dict[str, Any]
+    labels: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class TemplateFamilyOut(BaseModel):
+    template_name: str
+    served_version: int | None = Field(description="the version selection serves: production, else highest active")
+    labels: dict[str, int]
+    versions: list[TemplateOut]
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateView:
+    """The version a family serves, as held in the selection cache."""
+
+    id: int
+    template_name: str
+    version: int
+    enhancer_model: str
+    target_model: str
+    job_type: str
+    use_case: str
+    content_mode: str
+    system_prompt: str
+    token_limit: int
+    created_order: int  # row id: later versions/families sort later
+
+
+@dataclass(frozen=True, slots=True)
+class SelectionKey:
+    target_model: str
+    enhancer_model: str
+    job_type: str
+    use_case: str
+    content_mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    template: TemplateView
+    fallback_level: int
+    cache_hit: bool
+    tried: list[dict[str, Any]] = field(default_factory=list)
