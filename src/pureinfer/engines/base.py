@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length"]
 
@@ -77,6 +77,76 @@ class TextEngine(Protocol):
     def is_alive(self) -> bool:
         """False once the engine's loop has died; the worker then turns unready and exits."""
         ...
+
+    async def start(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+# --- Images -----------------------------------------------------------------------------------
+#
+# An image engine takes validated requests and returns PIL images. Requests that agree on
+# `ImageRequest.batch_key()` may share one pipeline call; image i of a request is drawn from
+# seed + i whatever else shares the call. Cancelling the awaiting task drops the request; a
+# passed deadline raises WorkerTimeout and stops the denoising loop.
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    request_id: str
+    prompt: str
+    negative_prompt: str  # "" means none
+    width: int
+    height: int
+    steps: int
+    cfg_scale: float
+    seed: int  # resolved (never -1); image i uses seed + i
+    num_images: int = 1
+    scheduler: str = "euler"  # one of ImageEngine.schedulers
+    # Monotonic-clock deadline (time.monotonic()); the engine stops the request when it passes.
+    deadline: float | None = None
+
+    def batch_key(self) -> tuple[int, int, int, str, float]:
+        """Requests with equal keys can share one denoising loop."""
+        return (self.width, self.height, self.steps, self.scheduler, self.cfg_scale)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.num_images)]
+
+
+@dataclass(slots=True)
+class ImageResult:
+    images: list[Any]  # PIL.Image.Image, one per seed, in seed order
+    seeds: list[int]
+    batch_size: int  # images in the pipeline call that produced these (this request's and others')
+    queue_s: float  # waiting for a batch slot
+    run_s: float  # the pipeline call
+
+
+@runtime_checkable
+class ImageEngine(Protocol):
+    """A loaded SDXL pipeline, owning the device and a batching loop in its own thread."""
+
+    model_id: str
+    max_prompt_tokens: int  # the CLIP window, BOS and EOS included (77)
+    schedulers: tuple[str, ...]
+
+    def count_tokens(self, text: str) -> int:
+        """CLIP tokens of `text`, BOS and EOS included, before any truncation."""
+        ...
+
+    async def generate(self, request: ImageRequest) -> ImageResult: ...
+
+    @property
+    def num_running(self) -> int: ...
+
+    @property
+    def num_waiting(self) -> int: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def is_alive(self) -> bool: ...
 
     async def start(self) -> None: ...
 
