@@ -106,7 +106,7 @@ def fake_workers() -> Iterator[Callable[..., tuple[FakeControl, ServerThread]]]:
 
     def start(name: str = "fake", **kw: Any) -> tuple[FakeControl, ServerThread]:
         ctl = FakeControl(name=name, **kw)
-        srv = ServerThread(fake_worker_app(ctl)).start()
+        srv = ServerThread(fake_worker_app(ctl), lifespan="off").start()
         servers.append(srv)
         return ctl, srv
 

@@ -34,11 +34,11 @@ def free_port() -> int:
 class ServerThread:
     """A real uvicorn server on 127.0.0.1:free port in a daemon thread."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, lifespan: str = "on") -> None:
         self.app = app
         self.port = port or free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
-                                                    lifespan="on", timeout_graceful_shutdown=1))
+                                                    lifespan=lifespan, timeout_graceful_shutdown=1))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

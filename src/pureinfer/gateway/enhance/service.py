@@ -45,6 +45,7 @@ class _Interaction:
     response: str | None = None
     prompt_tokens: int | None = None
     tokens_generated: int | None = None
+    worker_id: str | None = None  # the last worker tried, when the call failed
 
 
 class EnhanceService:
@@ -63,13 +64,14 @@ class EnhanceService:
 
     def _audit(self, it: _Interaction, status: int, error_code: str | None) -> None:
         sel, call = it.selection, it.call
+        worker_id = call.worker.id if call else it.worker_id
         self.gw.audit.record({
             "id": uuid.uuid4().hex, "created_at": datetime.now(UTC), "request_id": it.request_id,
             "endpoint": it.endpoint, "caller_key_id": it.caller_key_id,
             "template_name": sel.template.template_name if sel else None,
             "template_version": sel.template.version if sel else None,
             "fallback_level": sel.fallback_level if sel else None, "cache_hit": sel.cache_hit if sel else None,
-            "worker_id": call.worker.id if call else None, "messages_sha256": it.messages_sha,
+            "worker_id": worker_id, "messages_sha256": it.messages_sha,
             "prompt_preview": self._preview(it.prompt), "response_preview": self._preview(it.response),
             "prompt_tokens": it.prompt_tokens, "tokens_generated": it.tokens_generated,
             "latency_ms": round((time.perf_counter() - it.started) * 1000, 3), "status": status,
@@ -78,6 +80,7 @@ class EnhanceService:
 
     def _failed(self, it: _Interaction, exc: BaseException) -> PureInferError:
         err = as_pureinfer_error(exc)
+        it.worker_id = getattr(exc, "worker_id", None)
         if not isinstance(exc, PureInferError):
             log.exception("unexpected error", extra={"event": "gateway_error", "request_id": it.request_id})
         log.warning("request failed", extra={"event": f"{it.endpoint}_failed", "request_id": it.request_id,

@@ -182,9 +182,11 @@ class WorkerClient:
                     worker.in_flight += 1
                     try:
                         resp = await self._attempt(worker, path, payload, model, request_id, deadline, stream)
-                    except BaseException:
+                    except BaseException as exc:
                         worker.in_flight -= 1
                         failed.add(worker.id)
+                        err = exc.error if isinstance(exc, _Retryable) else exc
+                        err.worker_id = worker.id  # type: ignore[union-attr]  # for the audit row
                         raise
                     if not stream:
                         worker.in_flight -= 1
