@@ -122,6 +122,7 @@ class ImageResult:
     batch_size: int  # images in the pipeline call that produced these (this request's and others')
     queue_s: float  # waiting for a batch slot
     run_s: float  # the pipeline call
+    first_in_batch: bool = True  # exactly one result per pipeline call says True (per-batch metrics)
 
 
 @runtime_checkable

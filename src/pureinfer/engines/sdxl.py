@@ -232,11 +232,11 @@ class SDXLImageEngine:
             self._stats.run_s += run_s
             self._stats.batch_sizes[size] += 1
         offset = 0
-        for p in batch:
+        for i, p in enumerate(batch):
             n = p.request.num_images
             p.settle(ImageResult(
                 images=images[offset:offset + n], seeds=p.request.seeds, batch_size=size,
-                queue_s=t0 - p.job.enqueued_at, run_s=run_s,
+                queue_s=t0 - p.job.enqueued_at, run_s=run_s, first_in_batch=(i == 0),
             ))
             offset += n
 

@@ -1,0 +1,59 @@
+"""Thin routes of the image surface; all logic lives in `ImageServing`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+
+from pureinfer.api.image.protocol import (
+    ImageGenerateRequest,
+    ImageGenerateResponse,
+    OpenAIImage,
+    OpenAIImageRequest,
+    OpenAIImagesResponse,
+)
+from pureinfer.api.image.serving import ImageServing
+from pureinfer.errors import NotFound
+
+ServingSource = ImageServing | Callable[[], ImageServing]
+
+
+def _request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", None) or request.headers.get("x-request-id") or uuid.uuid4().hex
+
+
+def build_image_router(serving: ServingSource, *, mount_generate: bool) -> APIRouter:
+    """`serving` is the ImageServing or a callable returning it (models load after the app is built)."""
+    get_serving: Callable[[], ImageServing] = serving if callable(serving) else (lambda: serving)  # type: ignore[assignment,return-value]
+    router = APIRouter(tags=["image"])
+
+    if mount_generate:
+        @router.post("/generate", response_model=ImageGenerateResponse)
+        async def generate(body: ImageGenerateRequest, request: Request) -> dict[str, Any]:
+            """Generate images (the seed's contract, plus num_images, scheduler, output, truncate)."""
+            return await get_serving().generate(body, _request_id(request))
+
+    @router.post("/v1/images/generations", response_model=OpenAIImagesResponse, tags=["openai"])
+    async def openai_images(body: OpenAIImageRequest, request: Request) -> OpenAIImagesResponse:
+        """OpenAI's images API on the same engine; `seed` and SDXL knobs are extensions."""
+        result = await get_serving().generate(body.to_generate_request(), _request_id(request), size_field="size")
+        return OpenAIImagesResponse(created=int(time.time()), data=[
+            OpenAIImage(url=i["url"], b64_json=i["b64_json"]) for i in result["images"]])
+
+    @router.get("/files/{key:path}", response_class=FileResponse)
+    async def files(key: str) -> FileResponse:
+        """Files of the local store, by the unguessable key a response gave out."""
+        store = get_serving().store
+        path_for = getattr(store, "path_for", None)
+        if path_for is None:
+            raise NotFound("This worker stores files in object storage; use the URL from the response")
+        path = path_for(key)
+        media = "image/webp" if path.suffix == ".webp" else "image/png"
+        return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=86400"})
+
+    return router

@@ -1,0 +1,213 @@
+"""The bridge between the image wire models and the image engine (and the object store).
+
+`ImageServing.generate` is the one path for the seed's `/generate`, OpenAI's images API and the
+role-`all` dispatcher:
+1. validate what depends on settings or the model (size bounds, CLIP token counts), once;
+2. resolve the seed and the deadline, and await the engine (which batches and stops at the
+   deadline);
+3. encode each image as PNG with its A1111 "parameters" chunk (plus a WEBP thumbnail), store it
+   or inline it as base64;
+4. record metrics and answer in the seed's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from pureinfer.api.image import metrics
+from pureinfer.api.image.pnginfo import GenerationParameters, encode_png, encode_thumbnail
+from pureinfer.api.image.protocol import (
+    ImageGenerateRequest,
+    ImageGenerateResponse,
+    ImageItem,
+    ImageMetadata,
+    TokenCounts,
+)
+from pureinfer.engines.base import ImageEngine, ImageResult
+from pureinfer.errors import InvalidPayload, PureInferError, TokenLimitExceeded
+from pureinfer.settings import WorkerSettings
+from pureinfer.storage import ObjectStore, new_key
+
+log = logging.getLogger("pureinfer.image")
+
+DEFAULT_SIZE = 1024  # SDXL's native size; clamped into the configured bounds
+
+
+class ImageServing:
+    def __init__(self, engine: ImageEngine, store: ObjectStore, settings: WorkerSettings) -> None:
+        self.engine = engine
+        self.store = store
+        self.settings = settings
+        self.min_size, self.max_size = settings.image_size_bounds()
+        self.default_size = max(self.min_size, min(DEFAULT_SIZE, self.max_size) // 8 * 8)
+        self.model_name = model_name(settings, engine.model_id)
+        self._started = time.monotonic()
+        self._requests = 0
+        self._images = 0
+        self._failures = 0
+        self._recent: deque[tuple[float, float]] = deque(maxlen=256)  # (latency_s, s/image)
+        metrics.QUEUE_DEPTH.set_function(lambda: engine.num_waiting)
+
+    # -- validation ------------------------------------------------------------------------------
+
+    def resolve_size(self, req: ImageGenerateRequest, size_field: str | None = None) -> tuple[int, int]:
+        """Width and height, or INVALID_PAYLOAD naming every bad one (`size_field` for OpenAI's "size")."""
+        problems = []
+        values = {"width": req.width or self.default_size, "height": req.height or self.default_size}
+        for name, value in values.items():
+            msg = None
+            if value % 8:
+                msg = f"must be a multiple of 8 (got {value})"
+            elif not self.min_size <= value <= self.max_size:
+                msg = f"must be within [{self.min_size}, {self.max_size}] (got {value})"
+            if msg:
+                problems.append({"field": size_field or name, "message": f"{name} {msg}" if size_field else msg})
+        if problems:
+            summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+            raise InvalidPayload(f"Invalid request: {summary}", {"fields": problems})
+        return values["width"], values["height"]
+
+    def count_tokens(self, req: ImageGenerateRequest) -> TokenCounts:
+        """CLIP token counts; TOKEN_LIMIT_EXCEEDED when one is over the window and truncate is off."""
+        limit = self.engine.max_prompt_tokens
+        prompt = self.engine.count_tokens(req.prompt)
+        negative = self.engine.count_tokens(req.negative_prompt) if req.negative_prompt else 0
+        over = {name: n for name, n in (("prompt", prompt), ("negative_prompt", negative)) if n > limit}
+        if over and not req.truncate:
+            names = " and ".join(over)
+            raise TokenLimitExceeded(
+                f"The {names} has more CLIP tokens than the model reads ({limit}, BOS and EOS included); "
+                "shorten it or send truncate: true",
+                {"prompt_tokens": prompt, "negative_prompt_tokens": negative, "max_tokens": limit,
+                 "fields": sorted(over)},
+            )
+        # The pipeline's tokenizers cut at the window; we only report what they drop.
+        return TokenCounts(
+            prompt_tokens=prompt, negative_prompt_tokens=negative, max_tokens=limit,
+            prompt_tokens_dropped=max(0, prompt - limit), negative_prompt_tokens_dropped=max(0, negative - limit),
+        )
+
+    # -- generation ------------------------------------------------------------------------------
+
+    async def generate(self, req: ImageGenerateRequest, request_id: str, *,
+                       size_field: str | None = None) -> dict[str, Any]:
+        t0 = time.monotonic()
+        try:
+            response = await self._generate(req, request_id, size_field, t0)
+        except BaseException as exc:
+            self._failures += 1
+            outcome = exc.code.value if isinstance(exc, PureInferError) else type(exc).__name__
+            metrics.IMAGE_REQUESTS.labels(outcome=outcome).inc()
+            raise
+        metrics.IMAGE_REQUESTS.labels(outcome="ok").inc()
+        return response
+
+    async def _generate(self, req: ImageGenerateRequest, request_id: str, size_field: str | None,
+                        t0: float) -> dict[str, Any]:
+        # 1. Validate once.
+        width, height = self.resolve_size(req, size_field)
+        tokens = self.count_tokens(req)
+        # 2. Run.
+        seed = req.seed if req.seed >= 0 else secrets.randbelow(2**32 - req.num_images)
+        deadline = t0 + self.settings.request_timeout_s
+        result = await self.engine.generate(
+            req.to_engine_request(request_id, seed=seed, width=width, height=height, deadline=deadline))
+        # 3. Encode and store.
+        params = [
+            GenerationParameters(req.prompt, req.negative_prompt or "", req.steps, req.scheduler, req.cfg_scale,
+                                 s, width, height, self.model_name)
+            for s in result.seeds
+        ]
+        items = await asyncio.gather(*(self._item(img, p, req.output) for img, p in zip(
+            result.images, params, strict=True)))
+        # 4. Account and answer.
+        elapsed = time.monotonic() - t0
+        self._record(result, elapsed)
+        first = items[0]
+        return ImageGenerateResponse(
+            image_url=first.url, thumbnail_url=first.thumbnail_url,
+            metadata=ImageMetadata(prompt=req.prompt, seed=seed, steps=req.steps, cfg_scale=req.cfg_scale),
+            images=list(items), negative_prompt=req.negative_prompt or "", scheduler=req.scheduler,
+            width=width, height=height, steps=req.steps, cfg_scale=req.cfg_scale, model_used=self.model_name,
+            generation_time=round(elapsed, 3), tokens=tokens, request_id=request_id,
+        ).model_dump()
+
+    async def _item(self, image: Any, params: GenerationParameters, output: str) -> ImageItem:
+        png = await asyncio.to_thread(encode_png, image, params)
+        common = {"seed": params.seed, "width": params.width, "height": params.height}
+        if output == "b64_json":
+            return ImageItem(b64_json=base64.b64encode(png).decode("ascii"), **common)
+        stem = secrets.token_hex(16)
+        stored = await self.store.put(new_key("png", stem=stem), png, "image/png")
+        thumbnail_url = None
+        if self.settings.image_thumbnails:
+            webp = await asyncio.to_thread(encode_thumbnail, image)
+            thumbnail_url = (await self.store.put(new_key("webp", stem=stem, suffix="thumb"), webp,
+                                                  "image/webp")).url
+        return ImageItem(url=stored.url, thumbnail_url=thumbnail_url, **common)
+
+    def _record(self, result: ImageResult, elapsed: float) -> None:
+        n = len(result.images)
+        per_image = result.run_s / max(1, result.batch_size)
+        self._requests += 1
+        self._images += n
+        self._recent.append((elapsed, per_image))
+        metrics.IMAGES_GENERATED.inc(n)
+        metrics.IMAGE_LATENCY.observe(elapsed)
+        for _ in range(n):
+            metrics.SECONDS_PER_IMAGE.observe(per_image)
+        if result.first_in_batch:
+            metrics.BATCH_SIZE.observe(result.batch_size)
+
+    # -- introspection and lifecycle -------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        engine = self.engine
+        return {
+            "model": self.model_name,
+            "source": engine.model_id,
+            "device": getattr(engine, "device", None),
+            "dtype": str(getattr(engine, "dtype", "")).removeprefix("torch.") or None,
+            "schedulers": list(engine.schedulers),
+            "size_bounds": [self.min_size, self.max_size],
+            "default_size": self.default_size,
+            "max_prompt_tokens": engine.max_prompt_tokens,
+            "max_images_per_request": 8,
+            "max_batch": self.settings.image_max_batch,
+            "exact_batching": self.settings.image_exact_batching,
+            "outputs": ["url", "b64_json"],
+            "storage": self.store.describe(),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        recent = list(self._recent)
+        return {
+            **self.engine.stats(),
+            "requests": self._requests,
+            "failed_requests": self._failures,
+            "average_response_time": round(sum(r[0] for r in recent) / len(recent), 4) if recent else None,
+            "recent_seconds_per_image": round(sum(r[1] for r in recent) / len(recent), 4) if recent else None,
+        }
+
+    def is_alive(self) -> bool:
+        return self.engine.is_alive()
+
+    async def shutdown(self) -> None:
+        await self.engine.shutdown()
+
+
+def model_name(settings: WorkerSettings, model_id: str) -> str:
+    """A short name for responses and PNG metadata: the hub id, or a local checkpoint's stem."""
+    if settings.demo and not settings.image_model:
+        return "pureinfer-demo-sdxl"
+    path = Path(model_id)
+    if path.exists():
+        return path.stem if path.is_file() else path.name
+    return model_id
