@@ -215,8 +215,9 @@ class EnhanceService:
                         continue
                     if not isinstance(ev, dict):
                         continue
-                    if ev.get("error_code"):
-                        error_code, status = ev["error_code"], 500
+                    err = ev.get("error") if isinstance(ev.get("error"), dict) else ev
+                    if err.get("error_code"):  # the worker's error event (the stream had begun)
+                        error_code, status = str(err["error_code"]), 500
                     for k in ("text", "delta", "content"):
                         if isinstance(ev.get(k), str):
                             text.append(ev[k])
