@@ -208,6 +208,10 @@ def build_image_model(out_dir: Path, shape: str = "tiny", seed: int = 0) -> Path
     out_dir.mkdir(parents=True, exist_ok=True)
     pipe = build_image_pipeline(shape, seed, work_dir=out_dir)
     pipe.save_pretrained(out_dir)
+    # transformers 5 saves tokenizer.json only; the classic CLIP files ride along for other readers.
+    for sub in ("tokenizer", "tokenizer_2"):
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copyfile(out_dir / "_tokenizer_src" / name, out_dir / sub / name)
     shutil.rmtree(out_dir / "_tokenizer_src", ignore_errors=True)
     (out_dir / "PUREINFER_DEMO").write_text(f"shape={shape} seed={seed}\n")
     return out_dir
