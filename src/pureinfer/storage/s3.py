@@ -29,13 +29,18 @@ class S3ObjectStore:
         client: Any = None,
     ) -> None:
         import boto3
+        from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
         self.presign_expiry_s = presign_expiry_s
-        self._client = client or boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+        # SigV4 presigning (what R2, MinIO and newer AWS regions accept); path-style addressing for
+        # custom endpoints, which rarely have per-bucket DNS names.
+        config = Config(signature_version="s3v4",
+                        s3={"addressing_style": "path" if endpoint_url else "auto"})
+        self._client = client or boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
 
     def object_key(self, key: str) -> str:
         return self.prefix + check_key(key)
