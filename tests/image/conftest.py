@@ -81,6 +81,11 @@ def build_app(serving, *, mount_generate: bool = True):
 
 
 @pytest.fixture(scope="session")
+def app_factory():
+    return build_app
+
+
+@pytest.fixture(scope="session")
 def client(serving):
     from fastapi.testclient import TestClient
 
