@@ -36,11 +36,13 @@ alone sees exactly the shapes a batch-1 ``generate()`` sees, so greedy output al
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence as Seq
+from collections.abc import AsyncIterator
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,10 +141,8 @@ class _Channel:
         if self._notified:
             return
         self._notified = True
-        try:
+        with contextlib.suppress(RuntimeError):  # the consumer's loop is gone: nobody listens
             self._loop.call_soon_threadsafe(self.event.set)
-        except RuntimeError:  # the consumer's loop is gone; nobody is listening
-            pass
 
     def take(self) -> tuple[TextDelta | None, BaseException | None, bool]:
         """(delta or None, error or None, finished) — called on the consumer's loop."""
@@ -322,7 +322,6 @@ class HFTextEngine:
             self._dead = True
             for seq in self._scheduler.drain():
                 seq.channel.fail(InternalError("The text engine stopped"))
-            raise
 
     @torch.inference_mode()
     def _step(self, plan: Plan) -> None:
@@ -353,7 +352,7 @@ class HFTextEngine:
                     position_ids=torch.tensor([positions], device=self.device),
                     attention_mask=no_masks(self.model.config),
                     use_cache=False,
-                    logits_to_keep=torch.tensor(last_index, device=self.device),
+                    logits_to_keep=torch.tensor(last_index, dtype=torch.long, device=self.device),
                     pureinfer_step=batch,
                 )
                 rows = [self._row_params(seq) for seq in sampling]

@@ -16,7 +16,7 @@ pays it). The nucleus is the set of tokens with probability ≥ τ where τ is t
 probability still needed to reach ``top_p`` mass; we find τ exactly by a two-pass radix select
 on the float bits (non-negative float32 values order like their int32 bit patterns): mass
 histograms over the high, then the low 16 bits. Same set as the sort (ties at τ are all kept),
-about 3x faster. Written by hand because neither torch nor transformers offers a batched
+about 3x faster (small vocabularies still sort). Written by hand because neither torch nor transformers offers a batched
 sort-free nucleus.
 """
 
@@ -29,6 +29,7 @@ import torch
 
 _HI = 1 << 15  # high 16 bits of a non-negative float32 (sign bit is 0)
 _LO = 1 << 16
+_SORT_BELOW = 32768  # vocabulary size under which top-p sorts
 
 
 @dataclass(slots=True)
@@ -112,7 +113,12 @@ def nucleus_threshold(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     """Per row, the smallest probability τ such that tokens with ``p >= τ`` hold ≥ top_p mass
     while tokens with ``p > τ`` hold less: exactly the nucleus a descending sort would keep."""
     probs = probs.contiguous()
-    n = probs.shape[0]
+    n, vocab = probs.shape
+    if vocab <= _SORT_BELOW:  # small vocabularies: a sort is cheaper than two 64k-bucket histograms
+        sorted_p = probs.sort(dim=-1, descending=True).values
+        before = sorted_p.cumsum(dim=-1) - sorted_p  # mass of the tokens ranked above each token
+        k = (before < top_p[:, None]).sum(dim=-1).clamp_(min=1)
+        return sorted_p.gather(1, (k - 1)[:, None])[:, 0]
     bits = probs.view(torch.int32)
     zeros = torch.zeros(n, device=probs.device)
     # Pass 1: mass per bucket of the high 16 bits; walk down from the top until top_p is reached.

@@ -16,6 +16,7 @@ The engine thread calls `schedule()`/`finish()`; the event-loop side only calls 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -138,8 +139,6 @@ class Scheduler:
         if seq in self._running:
             self._running.remove(seq)
         else:
-            try:
+            with contextlib.suppress(ValueError):
                 self._waiting.remove(seq)
-            except ValueError:
-                pass
         seq.kv = None
