@@ -128,3 +128,37 @@ async def test_device_oom_becomes_out_of_memory_and_the_engine_stays_ready(engin
     assert engine.is_alive()
     assert engine.stats()["failed_batches"] >= 1
     assert len((await engine.generate(req(4))).images) == 1
+
+
+async def test_without_guidance_batches_stay_exact(engine) -> None:
+    """cfg_scale <= 1 turns classifier-free guidance off: one UNet row per image instead of two."""
+    alone = await engine.generate(req(31, cfg_scale=1.0))
+    pair = await engine.generate(req(30, n=2, cfg_scale=1.0))
+    assert np.array_equal(px(alone.images[0]), px(pair.images[1]))
+
+
+async def test_unstarted_engine_is_unavailable_and_a_full_queue_overloads(engine, image_settings) -> None:
+    from pureinfer.engines.sdxl import SDXLImageEngine
+    from pureinfer.errors import WorkerOverloaded, WorkerUnavailable
+
+    await wait_idle(engine)  # the second engine borrows the pipeline while the first one is idle
+    small = SDXLImageEngine(engine._pipe, image_settings.model_copy(update={"max_queued_requests": 1}),
+                            model_id="same", device="cpu")
+    with pytest.raises(WorkerUnavailable):
+        await small.generate(req(1))
+    await small.start()
+    try:
+        running = asyncio.create_task(small.generate(req(1, steps=1000)))
+        await asyncio.sleep(0.4)  # taken off the queue by the engine thread
+        queued = asyncio.create_task(small.generate(req(2, steps=1000)))
+        await asyncio.sleep(0.05)
+        with pytest.raises(WorkerOverloaded) as info:
+            await small.generate(req(3))
+        assert info.value.http_status == 503 and info.value.retry_after
+        for task in (running, queued):
+            task.cancel()
+        await asyncio.gather(running, queued, return_exceptions=True)
+        await wait_idle(small)
+    finally:
+        await small.shutdown()
+    assert not small.is_alive()

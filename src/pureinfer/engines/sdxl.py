@@ -126,6 +126,8 @@ class SDXLImageEngine:
             pipe.vae.enable_tiling()
         if self.exact_batching:
             pipe.vae.enable_slicing()  # one image per VAE decode: its pixels never see the batch
+        else:
+            pipe.vae.disable_slicing()
 
     # -- ImageEngine -----------------------------------------------------------------------------
 
