@@ -5,7 +5,9 @@ Signature scheme (WORKER_API.md "Request signature verification"):
     X-Timestamp: unix seconds
     X-Signature: sha256=HEX,  HEX = HMAC-SHA256(secret, f"{ts}\\n{METHOD}\\n{path}\\n{sha256_hex(body)}")
 A signature is refused when missing, wrong, more than `max_skew_s` away from our clock, or seen
-before within that window (replay). Written by hand because it is a dozen lines of stdlib `hmac`;
+before within that window (replay). The timestamp may carry a fraction ("1700000000.123456"; the
+signer sends microseconds): two identical requests in the same second, such as a retry, then
+still sign differently instead of looking like a replay. Written by hand because it is a dozen lines of stdlib `hmac`;
 no library offers exactly this canonical string.
 """
 
@@ -32,9 +34,12 @@ def canonical_string(timestamp: str, method: str, path: str, body: bytes) -> byt
     return f"{timestamp}\n{method.upper()}\n{path}\n{sha256_hex(body)}".encode()
 
 
-def sign(secret: str, method: str, path: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+def sign(secret: str, method: str, path: str, body: bytes, timestamp: float | None = None) -> dict[str, str]:
     """Headers that authenticate one request. `path` is the URL path without the query string."""
-    ts = str(int(time.time()) if timestamp is None else int(timestamp))
+    if timestamp is None:
+        ts = f"{time.time():.6f}"
+    else:
+        ts = str(timestamp) if isinstance(timestamp, int) else f"{timestamp:.6f}"
     mac = hmac.new(secret.encode(), canonical_string(ts, method, path, body), hashlib.sha256).hexdigest()
     return {TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: f"sha256={mac}"}
 
@@ -54,11 +59,11 @@ class SignatureVerifier:
         if not timestamp or not signature:
             raise Unauthorized("Missing request signature", {"headers": [TIMESTAMP_HEADER, SIGNATURE_HEADER]})
         try:
-            ts = int(timestamp)
+            ts = float(timestamp)
         except ValueError:
             raise Unauthorized("Malformed X-Timestamp", {"header": TIMESTAMP_HEADER}) from None
         now = time.time() if now is None else now
-        if abs(now - ts) > self.max_skew_s:
+        if not abs(now - ts) <= self.max_skew_s:  # also refuses nan
             raise Unauthorized("Request signature expired or from the future",
                                {"header": TIMESTAMP_HEADER, "max_skew_s": self.max_skew_s})
         if not signature.startswith("sha256="):
@@ -71,7 +76,7 @@ class SignatureVerifier:
             self._forget_older_than(now - self.max_skew_s)
             if given in self._seen:
                 raise Unauthorized("Replayed request signature", {"header": SIGNATURE_HEADER})
-            self._seen[given] = float(ts)
+            self._seen[given] = ts
             while len(self._seen) > self._max_remembered:
                 self._seen.popitem(last=False)
 

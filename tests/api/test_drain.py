@@ -21,7 +21,7 @@ def test_sigterm_drains_then_exits_zero(cache_dir: Path) -> None:
     port = free_port()
     env = {**os.environ, "PUREINFER_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen([sys.executable, "-m", "pureinfer.cli", "worker", "--demo", "--cache-dir", str(cache_dir),
-                             "--port", str(port), "--drain-timeout-s", "60"], env=env,
+                             "--port", str(port), "--drain-timeout-s", "240"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -37,26 +37,31 @@ def test_sigterm_drains_then_exits_zero(cache_dir: Path) -> None:
             time.sleep(0.2)
 
         result: dict = {}
+        streaming = threading.Event()
 
         def in_flight() -> None:
             body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1900, "min_tokens": 1900,
                     "stream": True}
-            with httpx.stream("POST", url + "/chat", json=body, timeout=120) as r:
-                lines = [ln for ln in r.iter_lines() if ln.startswith("data: ")]
+            lines = []
+            with httpx.stream("POST", url + "/chat", json=body, timeout=300) as r:
+                for ln in r.iter_lines():
+                    if ln.startswith("data: "):
+                        lines.append(ln)
+                        streaming.set()
             result["last"] = lines[-1]
             result["final"] = json.loads(lines[-2][6:])
 
         t = threading.Thread(target=in_flight)
         t.start()
-        time.sleep(0.5)
+        assert streaming.wait(60), "the in-flight request never started streaming"
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        time.sleep(0.2)
         ready = httpx.get(url + "/health/ready", timeout=5)
         assert ready.status_code == 503 and ready.json()["state"] == "draining"
         refused = httpx.post(url + "/chat", json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 2},
                              timeout=5)
         assert refused.status_code == 503 and refused.json()["error_code"] == "WORKER_UNAVAILABLE"
-        t.join(timeout=120)
+        t.join(timeout=300)
         assert result["last"] == "data: [DONE]"
         assert result["final"]["tokens_generated"] == 1900
         assert proc.wait(timeout=60) == 0

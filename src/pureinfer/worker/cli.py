@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--method", default="POST")
     s.add_argument("--path", required=True)
     s.add_argument("--body", default="-", help="Body file, or - for standard input")
-    s.add_argument("--timestamp", type=int)
+    s.add_argument("--timestamp", type=int, help="Unix seconds (default: now, with microseconds)")
     s.add_argument("--curl", action="store_true", help="Print as curl -H arguments")
     s.set_defaults(func=run_sign)
 
