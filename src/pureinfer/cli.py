@@ -9,7 +9,9 @@ import sys
 
 # Each module defines `register(subparsers)` adding its subcommands with `set_defaults(func=...)`.
 COMMAND_MODULES = [
+    "pureinfer.bench.cli",  # bench text, bench image
     "pureinfer.worker.cli",  # worker, demo-models, sign
+    "pureinfer.gateway.cli",  # gateway, templates import|export, gateway-bench
 ]
 
 

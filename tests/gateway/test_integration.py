@@ -1,5 +1,5 @@
 """End to end with the real worker app on the tiny demo model (or, until the transformers engine
-is importable, the real worker app around `echo_engine.EchoTextEngine`), over real loopback HTTP: a worker
+is importable, the real worker app around `gateway.bench.EchoTextEngine`), over real loopback HTTP: a worker
 registers itself with a gateway (`--gateway`), another is added by an admin; enhance and chat
 (JSON and SSE) go through; one worker is killed while requests are running and the others fail
 over to the survivor."""
@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import gateway_settings
-from echo_engine import text_engines_or_none
 from gw_helpers import ADMIN, CALLER, REG_SECRET, WORKER_KEY, WORKER_SECRET, ServerThread, free_port, tpl
 
 from pureinfer.gateway.app import create_app
+from pureinfer.gateway.bench import EchoTextEngine, hf_engine_available
 from pureinfer.settings import WorkerSettings
 from pureinfer.worker.app import create_app as create_worker_app
 
@@ -29,7 +29,7 @@ def real_worker(cache_dir: Path, gateway_url: str | None = None) -> ServerThread
                               signing_secret=WORKER_SECRET, port=port, gateway_url=gateway_url,
                               gateway_secret=REG_SECRET if gateway_url else None,
                               worker_url=f"http://127.0.0.1:{port}", heartbeat_s=0.5)
-    return ServerThread(create_worker_app(settings, text_engines=text_engines_or_none()), port=port).start()
+    return ServerThread(create_worker_app(settings, text_engines=None if hf_engine_available() else {"qwen_instruct": EchoTextEngine()}), port=port).start()
 
 
 async def test_real_workers_registration_enhance_chat_and_failover(cache_dir, tmp_path, database_url):
@@ -61,8 +61,9 @@ async def test_real_workers_registration_enhance_chat_and_failover(cache_dir, tm
             assert md["prompt_tokens"] > 5 and len(md["prompt_sha256"]) == 64 and md["worker_id"] in ids.values()
 
             # A worker's own error code passes through (max_tokens over the worker's limit).
-            r = await c.post("/chat", json={"message": "hi", "max_tokens": 30000}, headers=CALLER)
-            assert r.status_code == 400 and r.json()["error_code"] in ("TOKEN_LIMIT_EXCEEDED", "INVALID_PAYLOAD")
+            too_long = await c.post("/chat", json={"message": "hi", "max_tokens": 30000}, headers=CALLER)
+            assert too_long.status_code == 400
+            assert too_long.json()["error_code"] in ("TOKEN_LIMIT_EXCEEDED", "INVALID_PAYLOAD")
 
             async with c.stream("POST", "/chat", json={"message": "hello there", "stream": True},
                                 headers=CALLER) as s:
@@ -89,9 +90,15 @@ async def test_real_workers_registration_enhance_chat_and_failover(cache_dir, tm
                 assert time.monotonic() < deadline, states
                 await asyncio.sleep(0.1)
 
-            await asyncio.sleep(0.3)
-            audit = (await c.get("/audit?limit=1000", headers=ADMIN)).json()["records"]
+            deadline = time.monotonic() + 10
+            while True:  # the audit writer is asynchronous: wait for its batch
+                audit = (await c.get("/audit?limit=1000", headers=ADMIN)).json()["records"]
+                if sum(r["status"] == 200 for r in audit) == 1 + 1 + 16 + 6 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
             assert sum(r["status"] == 200 for r in audit) == 1 + 1 + 16 + 6
+            assert [r["error_code"] for r in audit if r["status"] != 200] == [r.json()["error_code"]
+                                                                          for r in [too_long]]
     finally:
         w1.kill()
         w2.stop()

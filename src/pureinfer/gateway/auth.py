@@ -59,11 +59,12 @@ class GatewayAuth:
                                  request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER))
 
 
-def caller_dep(request: Request) -> str | None:
+# async on purpose: FastAPI runs plain-def dependencies in its thread pool (a thread hop per request).
+async def caller_dep(request: Request) -> str | None:
     return request.app.state.gateway.auth.caller(request)
 
 
-def admin_dep(request: Request) -> str | None:
+async def admin_dep(request: Request) -> str | None:
     return request.app.state.gateway.auth.admin(request)
 
 

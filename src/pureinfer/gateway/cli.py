@@ -70,7 +70,7 @@ def _templates_export(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from pureinfer.bench.gateway import main as bench_main
+    from pureinfer.gateway.bench import main as bench_main
 
     return bench_main(args)
 
@@ -82,6 +82,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=8)
     p.add_argument("--cache-dir", default=None, help="where the demo model is built (default: a temp dir)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--engine", choices=["demo", "echo"], default=None,
+                   help="demo: the tiny demo model (default when the transformers engine is installed); "
+                        "echo: the worker app around a no-model engine")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

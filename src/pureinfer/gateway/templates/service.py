@@ -13,8 +13,8 @@ generation. Each selection reads the generation (one indexed single-row SELECT);
 snapshot answers (`cache_hit`), different: the snapshot is reloaded and swapped in one
 assignment. Writers bump the generation in the same transaction as their change, so a process
 can never serve a version older than a committed change it could have observed. If the store is
-unreachable the last snapshot keeps serving (logged), so a database outage does not stop
-enhancement.
+unreachable or slower than `store_timeout_s` the last snapshot keeps serving (logged), so a
+database outage does not stop enhancement.
 """
 
 from __future__ import annotations
@@ -105,11 +105,17 @@ class TemplateSelector:
 
 class TemplateService:
     def __init__(self, store: Store, *, default_template: str | None = None,
-                 allow_nsfw_fallback: bool = False) -> None:
+                 allow_nsfw_fallback: bool = False, store_timeout_s: float = 1.0) -> None:
         self.store = store
         self.selector = TemplateSelector(default_template, allow_nsfw_fallback)
         self._snapshot: _Snapshot | None = None
         self._reload_lock = asyncio.Lock()
+        self.store_timeout_s = store_timeout_s
+        # SQLite in WAL mode: a one-row read never waits for a writer and takes tens of
+        # microseconds, less than the thread hop it would need; a network database is read from
+        # a thread, with a timeout after which the cached snapshot keeps serving.
+        self._inline_reads = store.engine.dialect.name == "sqlite"
+
 
     # -- selection ---------------------------------------------------------------------------
     def _read_generation(self) -> int:
@@ -124,7 +130,11 @@ class TemplateService:
     async def select(self, key: SelectionKey) -> Selection:
         snap = self._snapshot
         try:
-            gen = await anyio.to_thread.run_sync(self._read_generation)
+            if self._inline_reads:
+                gen = self._read_generation()
+            else:
+                with anyio.fail_after(self.store_timeout_s):
+                    gen = await anyio.to_thread.run_sync(self._read_generation, abandon_on_cancel=True)
         except Exception:
             if snap is None:
                 log.exception("template store unreachable and nothing cached")

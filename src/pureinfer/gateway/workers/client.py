@@ -3,6 +3,7 @@ backoff and full jitter (tenacity) on connection errors and 503 only, failover t
 worker, the per-worker circuit breaker, and pass-through of a worker's own error codes.
 
     connection error / 503     -> breaker failure, retry (another worker when there is one)
+    5xx without an envelope    -> the same: the worker app did not answer (killed mid-request)
     read timeout, deadline     -> WORKER_TIMEOUT (not retried: the work may still be running)
     3xx                        -> refused, never followed (WORKER_UNAVAILABLE, not retried)
     4xx                        -> the worker's envelope unchanged (not retried; the worker is fine)
@@ -57,6 +58,14 @@ class _UniqueTimestamps:
         while len(self._last) > self._max:
             self._last.popitem(last=False)
         return ts
+
+
+def _is_envelope(body: bytes) -> bool:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "error_code" in data
 
 
 def _error_from(resp: httpx.Response, body: bytes) -> PureInferError:
@@ -147,7 +156,9 @@ class WorkerClient:
             raise WorkerUnavailable("Worker answered with a redirect; redirects are never followed",
                                     {"worker_id": worker.id, "worker_status": resp.status_code})
         err = _error_from(resp, content)
-        if resp.status_code == 503:
+        if resp.status_code == 503 or (resp.status_code >= 500 and not _is_envelope(content)):
+            # 503, or a 5xx the worker app did not write (no envelope: its server answered while
+            # the app was going away, e.g. a worker killed mid-request): the work was not done.
             worker.breaker.failure()
             raise _Retryable(err)
         if resp.status_code >= 500:
