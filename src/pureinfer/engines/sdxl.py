@@ -142,7 +142,10 @@ class SDXLImageEngine:
         loop = asyncio.get_running_loop()
         pending = _Pending(request, loop, loop.create_future())
         pending.job = Job(key=request.batch_key(), size=request.num_images, payload=pending)
-        self._queue.put(pending.job)
+        try:
+            self._queue.put(pending.job)
+        except RuntimeError:  # closed by shutdown
+            raise WorkerUnavailable("The image engine is shutting down") from None
         timeout = None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
         try:
             return await asyncio.wait_for(pending.future, timeout)
@@ -202,10 +205,14 @@ class SDXLImageEngine:
         except BaseException as exc:  # the worker turns unready and its supervisor restarts it
             self._dead = exc
             log.exception("image engine loop died")
+            self._queue.close()
+            for job in self._queue.drain():
+                job.payload.settle(error=WorkerUnavailable("The image engine stopped"))
             raise
 
     def _run_batch(self, batch: list[_Pending]) -> None:
         t0 = time.monotonic()
+        first_req = batch[0].request
         size = sum(p.request.num_images for p in batch)
         self._running = size
         try:
@@ -227,6 +234,9 @@ class SDXLImageEngine:
         finally:
             self._running = 0
         run_s = time.monotonic() - t0
+        log.info("image batch done", extra={
+            "request_ids": [p.request.request_id for p in batch], "batch_size": size,
+            "size": f"{first_req.width}x{first_req.height}", "steps": first_req.steps, "seconds": round(run_s, 3)})
         with self._lock:
             self._stats.batches += 1
             self._stats.images += size

@@ -32,6 +32,7 @@ from pureinfer.api.image.protocol import (
 )
 from pureinfer.engines.base import ImageEngine, ImageResult
 from pureinfer.errors import InvalidPayload, PureInferError, TokenLimitExceeded
+from pureinfer.logging import prompt_for_log
 from pureinfer.settings import WorkerSettings
 from pureinfer.storage import ObjectStore, new_key
 
@@ -130,6 +131,11 @@ class ImageServing:
         # 4. Account and answer.
         elapsed = time.monotonic() - t0
         self._record(result, elapsed)
+        log.info("image request done", extra={
+            "request_id": request_id, "seed": seed, "num_images": req.num_images, "size": f"{width}x{height}",
+            "steps": req.steps, "scheduler": req.scheduler, "batch_size": result.batch_size,
+            "queue_s": round(result.queue_s, 3), "generation_time": round(elapsed, 3),
+            "prompt_preview": prompt_for_log(req.prompt, self.settings.log_prompts)})
         first = items[0]
         return ImageGenerateResponse(
             image_url=first.url, thumbnail_url=first.thumbnail_url,
