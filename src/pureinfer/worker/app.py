@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from pureinfer.api.ops.router import build_ops_router
 from pureinfer.api.ops.serving import OpsServing
@@ -101,15 +102,15 @@ def create_app(settings: WorkerSettings, *, text_engines: dict[str, TextEngine] 
         if settings.signing_secret else None,
         open_paths=OPEN_PATHS, open_prefixes=OPEN_PREFIXES,
     )
-    app.add_middleware(RequestContext, endpoints={r.path for r in app.routes if hasattr(r, "path")} | set(endpoints),
+    app.add_middleware(RequestContext, endpoints=set(endpoints),
                        work_endpoints=WORK_ENDPOINTS, window=runtime.window)
     return app
 
 
 def _endpoints(app: FastAPI) -> list[str]:
-    paths = [getattr(r, "path", "") for r in app.routes]
-    return sorted({p for p in paths if p and not p.startswith(("/docs", "/redoc", "/openapi"))} |
-                  {"/health", "/health/live", "/health/ready", "/status", "/worker/info", "/metrics"})
+    """Every path this worker serves (from the OpenAPI document: FastAPI nests included routers)."""
+    paths = get_openapi(title=app.title, version=app.version, routes=app.routes)["paths"]
+    return sorted(set(paths) | {"/health", "/health/live", "/health/ready", "/status", "/worker/info", "/metrics"})
 
 
 async def _load_models(rt: WorkerRuntime, injected: dict[str, TextEngine] | None) -> None:
