@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 
@@ -45,15 +46,22 @@ def test_response_has_the_seed_shape_and_more(client) -> None:
     assert body["images"][1]["thumbnail_url"] != body["thumbnail_url"]
 
 
-def test_defaults_and_random_seed(client, serving) -> None:
-    r = client.post("/generate", json={"prompt": "a cat", "steps": 2})
-    assert r.status_code == 200, r.text
-    body = r.json()
-    size = serving.default_size
-    assert size == 512  # 1024 clamped into the test bounds [64, 512]
-    assert (body["width"], body["height"], body["cfg_scale"], body["scheduler"]) == (size, size, 7.5, "euler")
+def test_defaults_and_random_seed(client, serving, engine, local_store, image_settings) -> None:
+    from pureinfer.api.image.protocol import ImageGenerateRequest
+    from pureinfer.api.image.serving import ImageServing
+
+    assert serving.default_size == 512  # 1024 clamped into the test bounds [64, 512]
+    assert ImageServing(engine, local_store, image_settings.model_copy(
+        update={"image_min_size": None, "image_max_size": None})).default_size == 1024  # bounds [256, 2048]
+    small = ImageServing(engine, local_store, image_settings.model_copy(update={"image_max_size": 100}))
+    assert small.default_size == 96  # the largest multiple of 8 within the bounds
+    body = asyncio.run(small.generate(ImageGenerateRequest(prompt="a cat", steps=2), "req-defaults"))
+    assert (body["width"], body["height"], body["cfg_scale"], body["scheduler"]) == (96, 96, 7.5, "euler")
     assert 0 <= body["metadata"]["seed"] < 2**32
     assert body["negative_prompt"] == "" and body["tokens"]["negative_prompt_tokens"] == 0
+    assert ImageGenerateRequest(prompt="x").model_dump() == {
+        "prompt": "x", "negative_prompt": None, "width": None, "height": None, "steps": 20, "cfg_scale": 7.5,
+        "seed": -1, "num_images": 1, "scheduler": "euler", "output": "url", "truncate": False}
 
 
 def test_b64_json_output_and_reproducibility(client) -> None:

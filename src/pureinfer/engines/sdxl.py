@@ -132,7 +132,7 @@ class SDXLImageEngine:
     # -- ImageEngine -----------------------------------------------------------------------------
 
     def count_tokens(self, text: str) -> int:
-        return max(len(tok(text, truncation=False).input_ids) for tok in self._count_tokenizers)
+        return max(len(tok(text, truncation=False, verbose=False).input_ids) for tok in self._count_tokenizers)
 
     async def generate(self, request: ImageRequest) -> ImageResult:
         if not self.is_alive():
