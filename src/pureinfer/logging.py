@@ -16,6 +16,22 @@ from typing import Any, Literal
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_with_request_id(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """Stamp each record with the request id when it is created (not when a handler formats it,
+    which may happen later, on another task or thread)."""
+    record = _base_factory(*args, **kwargs)
+    if not hasattr(record, "request_id"):
+        rid = request_id_var.get()
+        if rid:
+            record.request_id = rid
+    return record
+
+
+if getattr(logging.getLogRecordFactory(), "__name__", "") != _record_with_request_id.__name__:
+    logging.setLogRecordFactory(_record_with_request_id)
 
 PromptLogging = Literal["none", "preview", "full"]
 PREVIEW_CHARS = 100
@@ -29,9 +45,6 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        rid = request_id_var.get()
-        if rid:
-            line["request_id"] = rid
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 line[key] = value
