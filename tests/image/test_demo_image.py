@@ -47,3 +47,15 @@ def test_same_seed_gives_the_same_files(image_model_dir: Path, tmp_path: Path) -
     again = build_image_model(tmp_path / "again")
     for name in ("tokenizer/vocab.json", "tokenizer/merges.txt", "unet/diffusion_pytorch_model.safetensors"):
         assert (again / name).read_bytes() == (image_model_dir / name).read_bytes(), name
+
+
+def test_sdxl_shape_has_sdxl_base_parameter_counts(tmp_path: Path) -> None:
+    """Built on the meta device (no memory, no weights): the architecture only."""
+    from pureinfer.engines.demo_image import build_image_pipeline
+
+    pipe = build_image_pipeline("sdxl", work_dir=tmp_path, device="meta")
+    counts = {n: sum(p.numel() for p in getattr(pipe, n).parameters())
+              for n in ("unet", "vae", "text_encoder", "text_encoder_2")}
+    # The parameter counts of stabilityai/stable-diffusion-xl-base-1.0's components.
+    assert counts == {"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480,
+                      "text_encoder_2": 694_659_840}
