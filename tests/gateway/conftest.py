@@ -15,19 +15,14 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from gw_helpers import (
-    ADMIN_KEY,
-    CALLER_KEY,
-    REG_SECRET,
-    WORKER_KEY,
-    WORKER_SECRET,
     FakeControl,
     ServerThread,
     fake_worker_app,
+    gateway_settings,
 )
 from sqlalchemy import create_engine, text
 
 from pureinfer.gateway.app import create_app
-from pureinfer.gateway.settings import GatewaySettings
 from pureinfer.gateway.workers.urls import UrlPolicy
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -65,19 +60,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, pg_schemas: Cal
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'gateway.db'}"
-
-
-def gateway_settings(tmp_path: Path, database_url: str, **overrides: Any) -> GatewaySettings:
-    base: dict[str, Any] = dict(
-        cache_dir=tmp_path / f"gw-{uuid.uuid4().hex[:6]}", database_url=database_url,
-        api_keys=[CALLER_KEY], admin_keys=[ADMIN_KEY], worker_api_key=WORKER_KEY,
-        worker_signing_secret=WORKER_SECRET, registration_secret=REG_SECRET,
-        health_interval_s=0.2, registry_refresh_s=0.2, backoff_initial_s=0.01, backoff_max_s=0.05,
-        audit_flush_interval_s=0.05, connect_timeout_s=1.0, read_timeout_s=10.0, request_timeout_s=15.0,
-        breaker_cooldown_s=30.0,
-    )
-    base.update(overrides)
-    return GatewaySettings(**base)
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ import json
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -16,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
 from pureinfer.errors import Unauthorized
+from pureinfer.gateway.settings import GatewaySettings
 from pureinfer.security import SIGNATURE_HEADER, TIMESTAMP_HEADER, ApiKeys, SignatureVerifier, presented_key
 
 WORKER_KEY = "worker-key"
@@ -161,3 +164,16 @@ def tpl(**overrides: Any) -> dict[str, Any]:
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 CALLER = {"Authorization": f"Bearer {CALLER_KEY}"}
+
+
+def gateway_settings(tmp_path: Path, database_url: str, **overrides: Any) -> GatewaySettings:
+    base: dict[str, Any] = dict(
+        cache_dir=tmp_path / f"gw-{uuid.uuid4().hex[:6]}", database_url=database_url,
+        api_keys=[CALLER_KEY], admin_keys=[ADMIN_KEY], worker_api_key=WORKER_KEY,
+        worker_signing_secret=WORKER_SECRET, registration_secret=REG_SECRET,
+        health_interval_s=0.2, registry_refresh_s=0.2, backoff_initial_s=0.01, backoff_max_s=0.05,
+        audit_flush_interval_s=0.05, connect_timeout_s=1.0, read_timeout_s=10.0, request_timeout_s=15.0,
+        breaker_cooldown_s=30.0,
+    )
+    base.update(overrides)
+    return GatewaySettings(**base)

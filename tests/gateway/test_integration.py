@@ -12,8 +12,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import gateway_settings
-from gw_helpers import ADMIN, CALLER, REG_SECRET, WORKER_KEY, WORKER_SECRET, ServerThread, free_port, tpl
+from gw_helpers import (
+    ADMIN,
+    CALLER,
+    REG_SECRET,
+    WORKER_KEY,
+    WORKER_SECRET,
+    ServerThread,
+    free_port,
+    gateway_settings,
+    tpl,
+)
 
 from pureinfer.gateway.app import create_app
 from pureinfer.gateway.bench import EchoTextEngine, hf_engine_available

@@ -215,7 +215,7 @@ class EnhanceService:
                         continue
                     if not isinstance(ev, dict):
                         continue
-                    err = ev.get("error") if isinstance(ev.get("error"), dict) else ev
+                    err: dict[str, Any] = ev["error"] if isinstance(ev.get("error"), dict) else ev
                     if err.get("error_code"):  # the worker's error event (the stream had begun)
                         error_code, status = str(err["error_code"]), 500
                     for k in ("text", "delta", "content"):

@@ -197,7 +197,7 @@ class WorkerClient:
                         worker.in_flight -= 1
                         failed.add(worker.id)
                         err = exc.error if isinstance(exc, _Retryable) else exc
-                        err.worker_id = worker.id  # type: ignore[union-attr]  # for the audit row
+                        err.worker_id = worker.id  # type: ignore[attr-defined]  # for the audit row
                         raise
                     if not stream:
                         worker.in_flight -= 1

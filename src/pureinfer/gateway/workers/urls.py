@@ -104,7 +104,7 @@ class UrlPolicy:
             except (OSError, UnicodeError) as exc:
                 raise bad(f"host {host!r} does not resolve: {exc}") from None
             if not addresses:
-                raise bad(f"host {host!r} does not resolve")
+                raise bad(f"host {host!r} does not resolve") from None
         for ip in addresses:
             reason = _refused_always(ip)
             if reason:
