@@ -195,8 +195,8 @@ def build_image_pipeline(shape: str = "tiny", seed: int = 0, *, work_dir: Path, 
         vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
         tokenizer_2=tokenizer_2, unet=unet, scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG),
     )
-    if dtype is not None:
-        pipe.to(dtype=dtype)
+    if dtype is not None and dtype != torch.float32:  # built in fp32; cast only when asked
+        pipe.to(dtype=dtype)  # type: ignore[attr-defined]
     return pipe
 
 

@@ -53,7 +53,9 @@ class GenerationParameters:
     def from_text(cls, text: str) -> GenerationParameters:
         *head, last = text.split("\n")
         pairs = {m.group(1): _unquote(m.group(2).strip()) for m in _PAIR.finditer(last)}
-        prompt_lines, negative_lines, target = [], [], "prompt"
+        prompt_lines: list[str] = []
+        negative_lines: list[str] = []
+        target = "prompt"
         for line in head:
             if target == "prompt" and line.startswith("Negative prompt:"):
                 target, line = "negative", line[len("Negative prompt:"):].lstrip(" ")

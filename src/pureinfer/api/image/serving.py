@@ -147,9 +147,9 @@ class ImageServing:
 
     async def _item(self, image: Any, params: GenerationParameters, output: str) -> ImageItem:
         png = await asyncio.to_thread(encode_png, image, params)
-        common = {"seed": params.seed, "width": params.width, "height": params.height}
         if output == "b64_json":
-            return ImageItem(b64_json=base64.b64encode(png).decode("ascii"), **common)
+            return ImageItem(b64_json=base64.b64encode(png).decode("ascii"), seed=params.seed,
+                             width=params.width, height=params.height)
         stem = secrets.token_hex(16)
         stored = await self.store.put(new_key("png", stem=stem), png, "image/png")
         thumbnail_url = None
@@ -157,7 +157,8 @@ class ImageServing:
             webp = await asyncio.to_thread(encode_thumbnail, image)
             thumbnail_url = (await self.store.put(new_key("webp", stem=stem, suffix="thumb"), webp,
                                                   "image/webp")).url
-        return ImageItem(url=stored.url, thumbnail_url=thumbnail_url, **common)
+        return ImageItem(url=stored.url, thumbnail_url=thumbnail_url, seed=params.seed, width=params.width,
+                         height=params.height)
 
     def _record(self, result: ImageResult, elapsed: float) -> None:
         n = len(result.images)
