@@ -11,7 +11,7 @@ import sys
 COMMAND_MODULES = [
     "pureinfer.bench.cli",  # bench text, bench image
     "pureinfer.worker.cli",  # worker, demo-models, sign
-    "pureinfer.gateway.cli",  # gateway, templates import|export, gateway-bench
+    "pureinfer.gateway.cli",  # gateway, templates import|export
 ]
 
 

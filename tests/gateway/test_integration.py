@@ -1,5 +1,5 @@
 """End to end with the real worker app on the tiny demo model (or, until the transformers engine
-is importable, the real worker app around `gateway.bench.EchoTextEngine`), over real loopback HTTP: a worker
+is importable, the real worker app around `bench.gateway.EchoTextEngine`), over real loopback HTTP: a worker
 registers itself with a gateway (`--gateway`), another is added by an admin; enhance and chat
 (JSON and SSE) go through; one worker is killed while requests are running and the others fail
 over to the survivor."""
@@ -24,8 +24,8 @@ from gw_helpers import (
     tpl,
 )
 
+from pureinfer.bench.gateway import EchoTextEngine, hf_engine_available
 from pureinfer.gateway.app import create_app
-from pureinfer.gateway.bench import EchoTextEngine, hf_engine_available
 from pureinfer.settings import WorkerSettings
 from pureinfer.worker.app import create_app as create_worker_app
 

@@ -1,4 +1,4 @@
-"""`pureinfer gateway ...`, `pureinfer templates import|export`, `pureinfer gateway-bench`."""
+"""`pureinfer gateway ...`, `pureinfer templates import|export` (the benchmark is `pureinfer bench gateway`)."""
 
 from __future__ import annotations
 
@@ -69,24 +69,6 @@ def _templates_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from pureinfer.gateway.bench import main as bench_main
-
-    return bench_main(args)
-
-
-def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--requests", type=int, default=200, help="measured requests per target")
-    p.add_argument("--concurrency", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--max-tokens", type=int, default=8)
-    p.add_argument("--cache-dir", default=None, help="where the demo model is built (default: a temp dir)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--engine", choices=["demo", "echo"], default=None,
-                   help="demo: the tiny demo model (default when the transformers engine is installed); "
-                        "echo: the worker app around a no-model engine")
-
-
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g = sub.add_parser("gateway", help="run the gateway (templates, routing, audit)")
     g.add_argument("--host")
@@ -120,7 +102,3 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     te.add_argument("--database-url")
     te.add_argument("--cache-dir")
     te.set_defaults(func=_templates_export)
-
-    b = sub.add_parser("gateway-bench", help="the gateway's added latency vs calling the worker directly (demo model)")
-    add_bench_arguments(b)
-    b.set_defaults(func=_bench)

@@ -1,4 +1,4 @@
-"""`pureinfer gateway-bench`: the latency the gateway adds (p50/p95) and requests/s, against
+"""`pureinfer bench gateway`: the latency the gateway adds (p50/p95) and requests/s, against
 calling the worker directly, on the demo model.
 
 Three processes, like a deployment: a worker (`pureinfer worker --demo`), a gateway
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import socket
@@ -226,7 +227,7 @@ def main(args: argparse.Namespace) -> int:
         wcmd = [sys.executable, "-m", "pureinfer.cli", "worker", "--demo", "--port", str(wport), "--api-key", KEY,
                 "--signing-secret", SECRET, "--cache-dir", str(tmp), "--log-prompts", "none", "--log-level", "WARNING"]
     else:
-        wcmd = [sys.executable, "-c", f"from pureinfer.gateway.bench import _serve_echo_worker as s; "
+        wcmd = [sys.executable, "-c", f"from pureinfer.bench.gateway import _serve_echo_worker as s; "
                                       f"s({wport}, {str(tmp)!r})"]
     gcmd = [sys.executable, "-m", "pureinfer.cli", "gateway", "--port", str(gport), "--cache-dir", str(tmp / "gw"),
             "--admin-key", ADMIN, "--worker-api-key", KEY, "--worker-signing-secret", SECRET, "--log-level", "WARNING"]
@@ -247,19 +248,33 @@ def main(args: argparse.Namespace) -> int:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
+    print(json.dumps(result, indent=2))
+    if not args.quiet:
         d, g = result["direct"], result["gateway"]
-        print(f"engine={result['engine']} requests={result['requests']} max_tokens={result['max_tokens']} "
-              f"cpus={result['cpus']}")
-        print(f"direct   p50 {d['p50_ms']:8.2f} ms  p95 {d['p95_ms']:8.2f} ms  {result['rps_direct']:7.1f} req/s "
+        say = functools.partial(print, file=sys.stderr)
+        say(f"engine={result['engine']} requests={result['requests']} max_tokens={result['max_tokens']} "
+            f"cpus={result['cpus']}")
+        say(f"direct   p50 {d['p50_ms']:8.2f} ms  p95 {d['p95_ms']:8.2f} ms  {result['rps_direct']:7.1f} req/s "
               f"(concurrency {result['concurrency']})")
-        print(f"gateway  p50 {g['p50_ms']:8.2f} ms  p95 {g['p95_ms']:8.2f} ms  {result['rps_gateway']:7.1f} req/s")
-        print(f"added    p50 {result['added_p50_ms']:8.2f} ms  p95 {result['added_p95_ms']:8.2f} ms  "
+        say(f"gateway  p50 {g['p50_ms']:8.2f} ms  p95 {g['p95_ms']:8.2f} ms  {result['rps_gateway']:7.1f} req/s")
+        say(f"added    p50 {result['added_p50_ms']:8.2f} ms  p95 {result['added_p95_ms']:8.2f} ms  "
               f"(target: p50 <= {result['target_p50_added_ms']} ms)")
         w = result["worker_generation_p50_ms"]
-        print(f"model time p50 (worker-reported): direct {w['direct']:.2f} ms, via gateway {w['gateway']:.2f} ms; "
+        say(f"model time p50 (worker-reported): direct {w['direct']:.2f} ms, via gateway {w['gateway']:.2f} ms; "
               f"added net of it: p50 {result['added_p50_net_of_generation_ms']:.2f} ms, "
               f"p95 {result['added_p95_net_of_generation_ms']:.2f} ms")
     return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("gateway", help="the gateway's added latency and req/s vs calling the worker directly")
+    p.add_argument("--requests", type=int, default=200, help="measured requests per target")
+    p.add_argument("--concurrency", type=int, default=4, help="clients for the requests/s part")
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--max-tokens", type=int, default=8)
+    p.add_argument("--cache-dir", default=None, help="where the demo model is built (default: a temp dir)")
+    p.add_argument("--engine", choices=["demo", "echo"], default=None,
+                   help="demo: the tiny demo model (default when the transformers engine is installed); "
+                        "echo: the worker app around a no-model engine")
+    p.add_argument("--quiet", action="store_true", help="JSON only, no summary on stderr")
+    p.set_defaults(func=main)
