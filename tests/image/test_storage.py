@@ -44,8 +44,16 @@ async def test_local_store(tmp_path: Path) -> None:
 async def test_local_store_default_dir_and_public_url(tmp_path: Path) -> None:
     store = build_object_store(WorkerSettings(cache_dir=tmp_path, public_base_url="https://img.example.com/"))
     assert store.describe()["root"] == str((tmp_path / "files").resolve())
-    obj = await store.put(new_key("webp"), b"w", "image/webp")
-    assert obj.url.startswith("https://img.example.com/files/")
+    obj = await store.put(new_key("webp"), b"w", "image/webp", request_base_url="http://10.0.0.5:8000/")
+    assert obj.url.startswith("https://img.example.com/files/")  # the configured base wins
+
+
+async def test_local_store_without_public_url_uses_the_request_base(tmp_path: Path) -> None:
+    store = build_object_store(WorkerSettings(cache_dir=tmp_path, host="0.0.0.0", insecure=True))
+    key = new_key("png")
+    assert (await store.put(key, b"p", "image/png", request_base_url="http://10.0.0.5:8000/")).url == \
+        f"http://10.0.0.5:8000/files/{key}"
+    assert (await store.put(key, b"p", "image/png")).url == f"http://0.0.0.0:8000/files/{key}"  # no request
 
 
 async def test_s3_store_presigned(s3_server: str) -> None:

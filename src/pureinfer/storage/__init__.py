@@ -24,4 +24,4 @@ def build_object_store(settings: WorkerSettings) -> ObjectStore:
 
     root = settings.storage_dir or settings.cache_dir / "files"
     base_url = settings.public_base_url or f"http://{settings.host}:{settings.port}"
-    return LocalObjectStore(root, base_url)
+    return LocalObjectStore(root, base_url, prefer_request_base=settings.public_base_url is None)

@@ -44,8 +44,13 @@ class StoredObject:
 class ObjectStore(Protocol):
     kind: str  # "local" | "s3"
 
-    async def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
-        """Store `data` under `key` (from `new_key`) and return where clients can fetch it."""
+    async def put(self, key: str, data: bytes, content_type: str, *,
+                  request_base_url: str | None = None) -> StoredObject:
+        """Store `data` under `key` (from `new_key`) and return where clients can fetch it.
+
+        `request_base_url` is the base URL the client used to reach us; a local store without a
+        configured public base URL answers with URLs on it (S3 ignores it).
+        """
         ...
 
     async def get(self, key: str) -> bytes:

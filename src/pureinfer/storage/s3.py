@@ -53,7 +53,8 @@ class S3ObjectStore:
             ExpiresIn=self.presign_expiry_s,
         )
 
-    async def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
+    async def put(self, key: str, data: bytes, content_type: str, *,
+                  request_base_url: str | None = None) -> StoredObject:
         await asyncio.to_thread(
             self._client.put_object, Bucket=self.bucket, Key=self.object_key(key), Body=data,
             ContentType=content_type,

@@ -36,12 +36,13 @@ def build_image_router(serving: ServingSource, *, mount_generate: bool) -> APIRo
         @router.post("/generate", response_model=ImageGenerateResponse)
         async def generate(body: ImageGenerateRequest, request: Request) -> dict[str, Any]:
             """Generate images (the seed's contract, plus num_images, scheduler, output, truncate)."""
-            return await get_serving().generate(body, _request_id(request))
+            return await get_serving().generate(body, _request_id(request), base_url=str(request.base_url))
 
     @router.post("/v1/images/generations", response_model=OpenAIImagesResponse, tags=["openai"])
     async def openai_images(body: OpenAIImageRequest, request: Request) -> OpenAIImagesResponse:
         """OpenAI's images API on the same engine; `seed` and SDXL knobs are extensions."""
-        result = await get_serving().generate(body.to_generate_request(), _request_id(request), size_field="size")
+        result = await get_serving().generate(body.to_generate_request(), _request_id(request), size_field="size",
+                                              base_url=str(request.base_url))
         return OpenAIImagesResponse(created=int(time.time()), data=[
             OpenAIImage(url=i["url"], b64_json=i["b64_json"]) for i in result["images"]])
 

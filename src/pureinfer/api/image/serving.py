@@ -97,11 +97,13 @@ class ImageServing:
 
     # -- generation ------------------------------------------------------------------------------
 
-    async def generate(self, req: ImageGenerateRequest, request_id: str, *,
-                       size_field: str | None = None) -> dict[str, Any]:
+    async def generate(self, req: ImageGenerateRequest, request_id: str, *, size_field: str | None = None,
+                       base_url: str | None = None) -> dict[str, Any]:
+        """The seed's response for `req`. `base_url`: how the client reached us (for local file
+        URLs when no public base URL is configured); `size_field`: the field that carried the size."""
         t0 = time.monotonic()
         try:
-            response = await self._generate(req, request_id, size_field, t0)
+            response = await self._generate(req, request_id, size_field, base_url, t0)
         except BaseException as exc:
             self._failures += 1
             outcome = exc.code.value if isinstance(exc, PureInferError) else type(exc).__name__
@@ -111,7 +113,7 @@ class ImageServing:
         return response
 
     async def _generate(self, req: ImageGenerateRequest, request_id: str, size_field: str | None,
-                        t0: float) -> dict[str, Any]:
+                        base_url: str | None, t0: float) -> dict[str, Any]:
         # 1. Validate once.
         width, height = self.resolve_size(req, size_field)
         tokens = self.count_tokens(req)
@@ -126,7 +128,7 @@ class ImageServing:
                                  s, width, height, self.model_name)
             for s in result.seeds
         ]
-        items = await asyncio.gather(*(self._item(img, p, req.output) for img, p in zip(
+        items = await asyncio.gather(*(self._item(img, p, req.output, base_url) for img, p in zip(
             result.images, params, strict=True)))
         # 4. Account and answer.
         elapsed = time.monotonic() - t0
@@ -145,18 +147,19 @@ class ImageServing:
             generation_time=round(elapsed, 3), tokens=tokens, request_id=request_id,
         ).model_dump()
 
-    async def _item(self, image: Any, params: GenerationParameters, output: str) -> ImageItem:
+    async def _item(self, image: Any, params: GenerationParameters, output: str,
+                    base_url: str | None) -> ImageItem:
         png = await asyncio.to_thread(encode_png, image, params)
         if output == "b64_json":
             return ImageItem(b64_json=base64.b64encode(png).decode("ascii"), seed=params.seed,
                              width=params.width, height=params.height)
         stem = secrets.token_hex(16)
-        stored = await self.store.put(new_key("png", stem=stem), png, "image/png")
+        stored = await self.store.put(new_key("png", stem=stem), png, "image/png", request_base_url=base_url)
         thumbnail_url = None
         if self.settings.image_thumbnails:
             webp = await asyncio.to_thread(encode_thumbnail, image)
             thumbnail_url = (await self.store.put(new_key("webp", stem=stem, suffix="thumb"), webp,
-                                                  "image/webp")).url
+                                                  "image/webp", request_base_url=base_url)).url
         return ImageItem(url=stored.url, thumbnail_url=thumbnail_url, seed=params.seed, width=params.width,
                          height=params.height)
 
