@@ -106,3 +106,15 @@ async def test_model_receives_exactly_the_rendered_template(engine: Any) -> None
             assert fed == ids + out[:-1]  # the prompt (in one or more chunks), then each new token
     finally:
         hook.remove()
+
+
+async def test_odd_prompt_lengths_share_a_step(engine: Any, reference_model: Any) -> None:
+    """A one-token prompt, and a prompt one token longer than a step's budget (its last chunk is a
+    single token behind another prompt's chunk), batched with decoding requests."""
+    budget = engine._scheduler.max_step_tokens
+    long_ids = engine.encode(engine.apply_chat_template(MESSAGES[4]))
+    prompts = [[5], long_ids[: budget + 1], long_ids[:300], prompts_short := engine.encode("the dragon castle")]
+    assert len(prompts_short) > 1
+    expected = [reference_greedy(reference_model, p, 12) for p in prompts]
+    got = await staggered(engine, [(p, {"max_tokens": 12, "temperature": 0.0}) for p in prompts])
+    assert got == expected

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -55,12 +56,19 @@ class Segment:
 
 @dataclass(slots=True)
 class StepBatch:
+    """The segments of one step. The leading run of single-token segments (the scheduler puts
+    decode tokens first) sits at offsets 0..n_decode-1; their attention runs as one padded batch."""
+
     segments: list[Segment] = field(default_factory=list)
     n_tokens: int = 0
+    n_decode: int = 0
+    _decode_mask: torch.Tensor | None = None
 
     def add(self, kv: torch.Tensor, start: int, length: int) -> Segment:
         mask = None
-        if start > 0 and length > 1:
+        if length == 1 and self.n_decode == len(self.segments):
+            self.n_decode += 1  # part of the leading run of single tokens: batched attention
+        elif length > 1 and start > 0:
             # Query i (absolute position start+i) sees keys 0..start+i.
             q = torch.arange(start, start + length, device=kv.device)[:, None]
             k = torch.arange(start + length, device=kv.device)[None, :]
@@ -69,6 +77,14 @@ class StepBatch:
         self.segments.append(seg)
         self.n_tokens += length
         return seg
+
+    def decode_mask(self, device: torch.device) -> torch.Tensor:
+        """[n_decode, 1, 1, longest] True where a decode row has a key (built once per step)."""
+        if self._decode_mask is None:
+            lengths = torch.tensor([s.start + 1 for s in self.segments[: self.n_decode]], device=device)
+            keys = torch.arange(int(lengths.max()), device=device)
+            self._decode_mask = (keys[None, :] < lengths[:, None])[:, None, None, :]
+        return self._decode_mask
 
 
 def new_kv_cache(config: Any, capacity: int, *, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
@@ -95,12 +111,37 @@ def ragged_attention(
     layer = module.layer_idx
     n_heads, head_dim = query.shape[1], query.shape[3]
     out = query.new_empty(1, step.n_tokens, n_heads, head_dim)
+    # 1. Every segment's new keys/values go into its request's cache.
     for seg in step.segments:
+        lo, hi = seg.offset, seg.offset + seg.length
+        cache = seg.kv[layer]
+        cache[0, :, seg.start : seg.start + seg.length] = key[0, :, lo:hi]
+        cache[1, :, seg.start : seg.start + seg.length] = value[0, :, lo:hi]
+    # 2. Decode tokens of several requests: one padded SDPA call (one kernel launch / one
+    #    parallel region instead of one per request; padded keys are masked out).
+    first = 0
+    if step.n_decode > 1:
+        n = step.n_decode
+        rows = step.segments[:n]
+        keys = pad_sequence([s.kv[layer, 0, :, : s.start + 1].transpose(0, 1) for s in rows], batch_first=True)
+        values = pad_sequence([s.kv[layer, 1, :, : s.start + 1].transpose(0, 1) for s in rows], batch_first=True)
+        o, _ = sdpa_attention_forward(
+            module,
+            query[0, :, :n].transpose(0, 1).unsqueeze(2),  # [n, H, 1, D]
+            keys.transpose(1, 2),  # [n, Hkv, L, D]
+            values.transpose(1, 2),
+            step.decode_mask(query.device),
+            dropout=0.0,
+            scaling=scaling,
+            is_causal=False,
+        )
+        out[0, :n] = o[:, 0]
+        first = n
+    # 3. Prefill chunks (and a lone decode token): exactly the shapes of a batch-1 generate().
+    for seg in step.segments[first:]:
         lo, hi = seg.offset, seg.offset + seg.length
         end = seg.start + seg.length
         cache = seg.kv[layer]
-        cache[0, :, seg.start : end] = key[0, :, lo:hi]
-        cache[1, :, seg.start : end] = value[0, :, lo:hi]
         o, _ = sdpa_attention_forward(
             module,
             query[:, :, lo:hi],

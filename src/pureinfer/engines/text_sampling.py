@@ -48,7 +48,7 @@ class RowParams:
 def sample_rows(logits: torch.Tensor, rows: Sequence[RowParams], eos_ids: torch.Tensor) -> list[int]:
     """``logits``: ``[len(rows), vocab]``; returns one token id per row."""
     n = len(rows)
-    logits = logits.float()
+    logits = logits.float()  # in place from here on: the logits are this step's own tensor
 
     # 1. Repetition penalty (transformers' semantics: divide positive logits, multiply negative).
     for i, r in enumerate(rows):
@@ -63,28 +63,28 @@ def sample_rows(logits: torch.Tensor, rows: Sequence[RowParams], eos_ids: torch.
         idx = torch.tensor(suppress, device=logits.device)
         logits[idx[:, None], eos_ids[None, :]] = float("-inf")
 
-    out = [0] * n
     greedy = [i for i, r in enumerate(rows) if r.generator is None]
+    if len(greedy) == n:
+        return logits.argmax(dim=-1).tolist()
+    if not greedy:
+        return _sample(logits, rows)
+    out = [0] * n
+    g_idx = torch.tensor(greedy, device=logits.device)
+    for i, tok in zip(greedy, logits.index_select(0, g_idx).argmax(dim=-1).tolist(), strict=True):
+        out[i] = tok
     sampled = [i for i, r in enumerate(rows) if r.generator is not None]
-    if greedy:
-        g_idx = torch.tensor(greedy, device=logits.device)
-        for i, tok in zip(greedy, logits.index_select(0, g_idx).argmax(dim=-1).tolist(), strict=True):
-            out[i] = tok
-    if sampled:
-        s_rows = [rows[i] for i in sampled]
-        s_idx = torch.tensor(sampled, device=logits.device)
-        tokens = _sample(logits.index_select(0, s_idx), s_rows)
-        for i, tok in zip(sampled, tokens, strict=True):
-            out[i] = tok
+    s_idx = torch.tensor(sampled, device=logits.device)
+    for i, tok in zip(sampled, _sample(logits.index_select(0, s_idx), [rows[i] for i in sampled]), strict=True):
+        out[i] = tok
     return out
 
 
 def _sample(logits: torch.Tensor, rows: Sequence[RowParams]) -> list[int]:
+    """Sampling rows; works in place on `logits` (the caller's own copy)."""
     device = logits.device
     # 3. Temperature.
-    temps = torch.tensor([r.temperature for r in rows], device=device)
-    logits = logits / temps[:, None]
-    # 4. Top-k: everything below the k-th largest logit of the row goes.
+    logits.div_(torch.tensor([r.temperature for r in rows], device=device)[:, None])
+    # 4. Top-k: everything below the k-th largest logit of the row goes (ties stay, as in transformers).
     ks = [r.top_k for r in rows]
     k_max = min(max(ks), logits.shape[-1])
     if k_max > 0:
@@ -92,7 +92,7 @@ def _sample(logits: torch.Tensor, rows: Sequence[RowParams]) -> list[int]:
         kth = torch.tensor([min(k, k_max) - 1 if k > 0 else k_max - 1 for k in ks], device=device)
         thresholds = top_vals.gather(1, kth[:, None])
         no_k = torch.tensor([k <= 0 for k in ks], device=device)[:, None]
-        logits = logits.masked_fill(~no_k & (logits < thresholds), float("-inf"))
+        logits.masked_fill_(~no_k & (logits < thresholds), float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     # 5. Top-p.
     top_p = [r.top_p for r in rows]
@@ -100,9 +100,9 @@ def _sample(logits: torch.Tensor, rows: Sequence[RowParams]) -> list[int]:
         p = torch.tensor(top_p, device=device)
         tau = nucleus_threshold(probs, p)
         tau = torch.where(p >= 1.0, torch.zeros_like(tau), tau)
-        probs = probs.masked_fill(probs < tau[:, None], 0.0)
+        probs.masked_fill_(probs < tau[:, None], 0.0)
     # 6. Inverse-CDF sampling, one uniform per row from the row's own generator.
-    cdf = probs.cumsum(dim=-1)
+    cdf = probs.cumsum_(dim=-1)
     u = torch.cat([torch.rand(1, generator=r.generator) for r in rows]).to(device)
     target = u * cdf[:, -1]
     choice = torch.searchsorted(cdf, target[:, None], right=True).clamp_(max=cdf.shape[-1] - 1)
