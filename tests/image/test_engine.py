@@ -162,3 +162,28 @@ async def test_unstarted_engine_is_unavailable_and_a_full_queue_overloads(engine
     finally:
         await small.shutdown()
     assert not small.is_alive()
+
+
+async def test_a_batch_that_runs_out_of_memory_is_retried_request_by_request(engine) -> None:
+    import torch
+
+    a, b = req(41), req(42, prompt="a green field")
+    alone = [await engine.generate(r) for r in (a, b)]
+    calls = {"n": 0}
+
+    def explode_once(module, args, kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    await wait_idle(engine)
+    failed_before = engine.stats()["failed_batches"]
+    handle = engine._pipe.unet.register_forward_pre_hook(explode_once, with_kwargs=True)
+    try:
+        together = await asyncio.gather(engine.generate(a), engine.generate(b))
+    finally:
+        handle.remove()
+    assert engine.stats()["failed_batches"] == failed_before + 1
+    assert [r.batch_size for r in together] == [1, 1]  # each request ran on its own after the OOM
+    for lone, retried in zip(alone, together, strict=True):
+        assert np.array_equal(px(lone.images[0]), px(retried.images[0]))

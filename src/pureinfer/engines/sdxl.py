@@ -8,7 +8,8 @@ How a request travels:
    each request's prompts are encoded on their own, one CPU `torch.Generator` per image seeded
    with seed + i, a fresh scheduler, and `callback_on_step_end` checking every step whether
    anyone still waits for the batch.
-3. Results, or the translated error (OUT_OF_MEMORY, INTERNAL_ERROR), go back to each future.
+3. Results, or the translated error (OUT_OF_MEMORY, INTERNAL_ERROR), go back to each future;
+   a batch of several requests that runs out of memory is retried one request at a time first.
 
 Exact pixels under batching. Batching changes tensor shapes, and CPU/GPU kernels pick their
 algorithms by shape: measured on the tiny demo model on CPU, a batched UNet call differs from
@@ -39,7 +40,7 @@ from typing import Any
 from pureinfer.engines.base import ImageRequest, ImageResult
 from pureinfer.engines.device import pick_device, pick_dtype, translate_device_errors
 from pureinfer.engines.image_batcher import BatchQueue, Job
-from pureinfer.errors import PureInferError, WorkerOverloaded, WorkerTimeout, WorkerUnavailable
+from pureinfer.errors import OutOfMemory, PureInferError, WorkerOverloaded, WorkerTimeout, WorkerUnavailable
 from pureinfer.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,9 @@ class SDXLImageEngine:
         self._stats = _Stats()
         self._lock = threading.Lock()
         pipe.set_progress_bar_config(disable=True)
+        # diffusers warns with the cut-off prompt text when it truncates; serving reports the counts
+        # instead, and prompt text reaches the logs only as `log_prompts` allows.
+        logging.getLogger(type(pipe).__module__).setLevel(logging.ERROR)
         if settings.attention_slicing:
             pipe.enable_attention_slicing()
         if settings.vae_tiling:
@@ -228,6 +232,13 @@ class SDXLImageEngine:
             with self._lock:
                 self._stats.failed_batches += 1
             self._restore_after_error()
+            live = [p for p in batch if not p.abandoned(time.monotonic())]
+            if isinstance(exc, OutOfMemory) and len(live) > 1:
+                # The batch did not fit: each request gets its own try before anyone sees the error.
+                log.warning("image batch of %d images ran out of memory; retrying its requests one by one", size)
+                for p in live:
+                    self._run_batch([p])
+                return
             for p in batch:
                 p.settle(error=exc)
             return
