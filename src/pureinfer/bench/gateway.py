@@ -135,8 +135,10 @@ async def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: f
     raise TimeoutError(f"{url} not ready")
 
 
-async def _measure(args: argparse.Namespace, worker_url: str, gateway_url: str, engine: str) -> dict[str, Any]:
+async def _measure(args: argparse.Namespace, worker_url: str, gateway_url: str, engine: str,
+                   pids: dict[str, int]) -> dict[str, Any]:
     import httpx
+    import psutil
 
     from pureinfer.security import sign
 
@@ -181,11 +183,22 @@ async def _measure(args: argparse.Namespace, worker_url: str, gateway_url: str, 
             await via_gateway()
         d_ms: list[float] = []
         g_ms: list[float] = []
+        procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+
+        def cpu() -> dict[str, float]:
+            return {name: sum(p.cpu_times()[:2]) for name, p in procs.items()}
         worker_ms = {"direct": [], "gateway": []}
         for i in range(args.requests):  # interleaved, alternating who goes first
             pair = (direct, via_gateway) if i % 2 == 0 else (via_gateway, direct)
             for fn in pair:
                 (d_ms if fn is direct else g_ms).append(await fn())
+        # CPU time each server process spends per request (user + system): unlike wall-clock
+        # latency, it does not depend on what else runs on the machine.
+        c0 = cpu()
+        for _ in range(args.requests):
+            await via_gateway()
+        c1 = cpu()
+        cpu_ms = {name: round((c1[name] - c0[name]) / args.requests * 1000, 3) for name in procs}
 
         async def throughput(fn: Any) -> float:
             n = args.requests
@@ -200,8 +213,8 @@ async def _measure(args: argparse.Namespace, worker_url: str, gateway_url: str, 
 
         # The model's own time, as the worker reports it, taken out per request: what is left is
         # HTTP, serving and (for the gateway path) the gateway; robust to a noisy shared machine.
-        d_net = [t - w for t, w in zip(d_ms, worker_ms["direct"], strict=True)]
-        g_net = [t - w for t, w in zip(g_ms, worker_ms["gateway"], strict=True)]
+        d_net = [t - w for t, w in zip(d_ms, worker_ms["direct"], strict=False)]
+        g_net = [t - w for t, w in zip(g_ms, worker_ms["gateway"], strict=False)]  # later calls not paired
         rps_direct = await throughput(direct)
         rps_gateway = await throughput(via_gateway)
     d, g = _summary(d_ms), _summary(g_ms)
@@ -214,6 +227,7 @@ async def _measure(args: argparse.Namespace, worker_url: str, gateway_url: str, 
         "added_p50_net_of_generation_ms": round(_pct(g_net, 50) - _pct(d_net, 50), 3),
         "added_p95_net_of_generation_ms": round(_pct(g_net, 95) - _pct(d_net, 95), 3),
         "rps_direct": round(rps_direct, 1), "rps_gateway": round(rps_gateway, 1),
+        "cpu_ms_per_request_via_gateway": cpu_ms,
         "target_p50_added_ms": 5.0,
     }
 
@@ -238,7 +252,8 @@ def main(args: argparse.Namespace) -> int:
             worker_url, gateway_url = f"http://127.0.0.1:{wport}", f"http://127.0.0.1:{gport}"
             await _wait_ready(worker_url + "/health/ready", procs)
             await _wait_ready(gateway_url + "/health", procs)
-            return await _measure(args, worker_url, gateway_url, engine)
+            return await _measure(args, worker_url, gateway_url, engine,
+                                  {"worker": procs[0].pid, "gateway": procs[1].pid})
         result = asyncio.run(run())
     finally:
         for p in procs:
@@ -263,6 +278,7 @@ def main(args: argparse.Namespace) -> int:
         say(f"model time p50 (worker-reported): direct {w['direct']:.2f} ms, via gateway {w['gateway']:.2f} ms; "
               f"added net of it: p50 {result['added_p50_net_of_generation_ms']:.2f} ms, "
               f"p95 {result['added_p95_net_of_generation_ms']:.2f} ms")
+        say(f"CPU per request through the gateway: {result['cpu_ms_per_request_via_gateway']} ms")
     return 0
 
 

@@ -34,6 +34,7 @@ from pureinfer.gateway.templates.service import TemplateService
 from pureinfer.gateway.workers.client import WorkerClient
 from pureinfer.gateway.workers.registry import WorkerRegistry
 from pureinfer.gateway.workers.router import router as workers_router
+from pureinfer.gateway.workers.transport import worker_http_client
 from pureinfer.gateway.workers.urls import UrlPolicy
 from pureinfer.store.db import Store, open_store
 
@@ -98,8 +99,7 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await asyncio.to_thread(open_store, settings.effective_database_url)
-        limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
-        http = httpx.AsyncClient(follow_redirects=False, limits=limits, trust_env=False)
+        http = worker_http_client()
         gw = Gateway(settings, store, http, url_policy)
         app.state.gateway = gw
         tasks = [asyncio.create_task(gw.audit.run(), name="audit-writer")]
