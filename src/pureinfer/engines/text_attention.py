@@ -47,7 +47,7 @@ class Segment:
     """One request's tokens in a step: ``length`` tokens at positions ``start..start+length-1``,
     found at ``offset..offset+length-1`` of the packed token axis."""
 
-    kv: torch.Tensor  # [n_layers, 2, n_kv_heads, capacity, head_dim], owned by the request
+    kv: torch.Tensor  # [n_layers, capacity, 2, n_kv_heads, head_dim], owned by the request
     start: int
     length: int
     offset: int
@@ -92,7 +92,9 @@ def new_kv_cache(config: Any, capacity: int, *, dtype: torch.dtype, device: torc
     n_layers = config.num_hidden_layers
     n_kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return torch.empty(n_layers, 2, n_kv, capacity, head_dim, dtype=dtype, device=device)
+    # Position-major: a request's first L positions of a layer are one slice (writes and the
+    # padded decode batch take one op per request).
+    return torch.empty(n_layers, capacity, 2, n_kv, head_dim, dtype=dtype, device=device)
 
 
 def ragged_attention(
@@ -111,25 +113,21 @@ def ragged_attention(
     layer = module.layer_idx
     n_heads, head_dim = query.shape[1], query.shape[3]
     out = query.new_empty(1, step.n_tokens, n_heads, head_dim)
-    # 1. Every segment's new keys/values go into its request's cache.
+    # 1. Every segment's new keys/values go into its request's cache (one copy per segment).
+    new_kv = torch.stack((key[0], value[0])).permute(2, 0, 1, 3)  # [T, 2, Hkv, D]
     for seg in step.segments:
-        lo, hi = seg.offset, seg.offset + seg.length
-        cache = seg.kv[layer]
-        cache[0, :, seg.start : seg.start + seg.length] = key[0, :, lo:hi]
-        cache[1, :, seg.start : seg.start + seg.length] = value[0, :, lo:hi]
-    # 2. Decode tokens of several requests: one padded SDPA call (one kernel launch / one
-    #    parallel region instead of one per request; padded keys are masked out).
+        seg.kv[layer, seg.start : seg.start + seg.length] = new_kv[seg.offset : seg.offset + seg.length]
+    # 2. Decode tokens of several requests: one padded SDPA call (one kernel / one parallel
+    #    region instead of one per request; padded keys are masked out).
     first = 0
     if step.n_decode > 1:
         n = step.n_decode
-        rows = step.segments[:n]
-        keys = pad_sequence([s.kv[layer, 0, :, : s.start + 1].transpose(0, 1) for s in rows], batch_first=True)
-        values = pad_sequence([s.kv[layer, 1, :, : s.start + 1].transpose(0, 1) for s in rows], batch_first=True)
+        padded = pad_sequence([s.kv[layer, : s.start + 1] for s in step.segments[:n]], batch_first=True)
         o, _ = sdpa_attention_forward(
             module,
             query[0, :, :n].transpose(0, 1).unsqueeze(2),  # [n, H, 1, D]
-            keys.transpose(1, 2),  # [n, Hkv, L, D]
-            values.transpose(1, 2),
+            padded[:, :, 0].transpose(1, 2),  # [n, Hkv, L, D]
+            padded[:, :, 1].transpose(1, 2),
             step.decode_mask(query.device),
             dropout=0.0,
             scaling=scaling,
@@ -140,13 +138,12 @@ def ragged_attention(
     # 3. Prefill chunks (and a lone decode token): exactly the shapes of a batch-1 generate().
     for seg in step.segments[first:]:
         lo, hi = seg.offset, seg.offset + seg.length
-        end = seg.start + seg.length
-        cache = seg.kv[layer]
+        cached = seg.kv[layer, : seg.start + seg.length].transpose(0, 2)  # [Hkv, 2, L, D]
         o, _ = sdpa_attention_forward(
             module,
             query[:, :, lo:hi],
-            cache[0, :, :end].unsqueeze(0),
-            cache[1, :, :end].unsqueeze(0),
+            cached[:, 0].unsqueeze(0),
+            cached[:, 1].unsqueeze(0),
             seg.mask,
             dropout=0.0,
             scaling=scaling,
