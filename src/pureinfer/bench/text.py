@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import sys
 import threading
@@ -55,6 +56,8 @@ def add_parser(sub: Any, name: str = "text") -> argparse.ArgumentParser:
     p.add_argument("--naive-requests", type=int, default=3, help="requests for the naive baseline (default 3)")
     p.add_argument("--paths", default="engine,http", help="which paths to run (default engine,http)")
     p.add_argument("--no-baselines", action="store_true", help="skip the naive and static-batch baselines")
+    p.add_argument("--with-cbm", action="store_true",
+                   help="also time transformers' ContinuousBatchingManager (generate_batch) on 16 requests")
     p.add_argument("--max-running", type=int, default=16, help="engine batch size (default 16)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
@@ -69,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
         model=args.model, shape=args.shape, concurrency=[int(c) for c in args.concurrency.split(",") if c],
         rounds=args.rounds, prompt_tokens=args.prompt_tokens, max_tokens=args.max_tokens,
         temperature=args.temperature, naive_requests=args.naive_requests,
-        paths=[p for p in args.paths.split(",") if p], baselines=not args.no_baselines,
+        paths=[p for p in args.paths.split(",") if p], baselines=not args.no_baselines, with_cbm=args.with_cbm,
         max_running=args.max_running, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
         progress=True,
     ))
@@ -110,6 +113,7 @@ def summarize(timings: list[Timing], wall: float) -> dict[str, Any]:
            for t in done if t.first_token is not None and t.n_tokens > 1]
     tokens = sum(t.n_tokens for t in done)
     return {
+        "load_avg_1m": round(os.getloadavg()[0], 2),  # other work on the machine skews everything
         "requests": len(done),
         "output_tokens": tokens,
         "wall_s": round(wall, 3),
@@ -142,6 +146,22 @@ async def run_engine(engine: Any, prompt_ids: list[int], *, concurrency: int, ro
 
     await asyncio.gather(*(client(i) for i in range(concurrency)))
     return summarize(timings, time.perf_counter() - start)
+
+
+async def run_http_subprocess(base_url: str, prompt: str, *, concurrency: int, rounds: int,
+                              body: dict[str, Any]) -> dict[str, Any]:
+    """`run_http` in a child process: the load generator must not share the worker's GIL (real
+    clients are other processes, usually other machines)."""
+    spec = json.dumps({"base_url": base_url, "prompt": prompt, "concurrency": concurrency, "rounds": rounds,
+                       "body": body})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pureinfer.bench.text", "--http-client", spec,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the HTTP load generator failed: {err.decode()[-2000:]}")
+    return json.loads(out)
 
 
 async def run_http(base_url: str, prompt: str, *, concurrency: int, rounds: int,
@@ -226,6 +246,28 @@ def run_static_batch(model: Any, prompt_ids: list[int], *, batch: int, gen_kwarg
     return {**summarize(timings, wall), "batch": batch}
 
 
+def run_cbm(model: Any, prompt_ids: list[int], *, n_requests: int, gen_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """transformers' own continuous batching (`generate_batch`), for the design note."""
+    import torch
+    from transformers import GenerationConfig
+
+    cfg = GenerationConfig(**{k: v for k, v in gen_kwargs.items() if k != "min_new_tokens"},
+                           eos_token_id=-1,  # no EOS: fixed-length outputs, like min_tokens elsewhere
+                           pad_token_id=model.generation_config.pad_token_id or 0)
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("sdpa")
+    try:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            outputs = model.generate_batch(inputs=[list(prompt_ids)] * n_requests, generation_config=cfg,
+                                           progress_bar=False)
+        wall = time.perf_counter() - start
+    finally:
+        model.set_attn_implementation(previous)
+    timings = [Timing(0.0, None, wall, len(o.generated_tokens)) for o in outputs.values()]
+    return summarize(timings, wall)
+
+
 # -- the run ------------------------------------------------------------------------------------
 
 
@@ -308,6 +350,7 @@ async def run_text_bench(
     naive_requests: int = 3,
     paths: list[str] | None = None,
     baselines: bool = True,
+    with_cbm: bool = False,
     max_running: int = 16,
     device: str | None = None,
     dtype: str = "auto",
@@ -365,6 +408,10 @@ async def run_text_bench(
         say(f"baseline: naive generate(), {naive_requests} requests one at a time")
         base["naive"] = run_naive(engine.model, prompt_ids, n_requests=naive_requests, gen_kwargs=gen_kwargs)
         say(f"  {base['naive']['tokens_per_s']} tok/s")
+    if with_cbm:
+        say(f"transformers ContinuousBatchingManager: generate_batch of {STATIC_BATCH}")
+        base["transformers_cbm"] = run_cbm(engine.model, prompt_ids, n_requests=STATIC_BATCH, gen_kwargs=gen_kwargs)
+        say(f"  {base['transformers_cbm']['tokens_per_s']} tok/s")
 
     with contextlib.ExitStack() as stack:
         url = None
@@ -380,9 +427,7 @@ async def run_text_bench(
             if url is not None:
                 say(f"HTTP /generate, concurrency {c}")
                 body = {"max_tokens": max_tokens, "min_tokens": max_tokens, **sampling}
-                run["http"] = await asyncio.to_thread(
-                    lambda c=c, body=body: asyncio.run(
-                        run_http(url, prompt, concurrency=c, rounds=rounds, body=body)))
+                run["http"] = await run_http_subprocess(url, prompt, concurrency=c, rounds=rounds, body=body)
                 say(f"  {run['http']['tokens_per_s']} tok/s")
             result["runs"].append(run)
     with contextlib.suppress(Exception):
@@ -419,3 +464,9 @@ def evaluate_targets(result: dict[str, Any]) -> dict[str, Any]:
         out[name] = value
         out[f"{name}_pass"] = None if value is None else (value >= limit if op == ">=" else value <= limit)
     return out
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--http-client":
+    _spec = json.loads(sys.argv[2])
+    print(json.dumps(asyncio.run(run_http(_spec["base_url"], _spec["prompt"], concurrency=_spec["concurrency"],
+                                          rounds=_spec["rounds"], body=_spec["body"]))))
