@@ -257,4 +257,16 @@ def export_yaml(store: Store, all_versions: bool = False) -> str:
             entry["labels"] = v.labels
             entry["is_active"] = v.is_active
             out.append(entry)
-    return yaml.safe_dump({"templates": out}, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump({"templates": out}, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (system prompts) as `|` blocks, so exports diff and review well."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str_representer)
