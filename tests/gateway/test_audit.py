@@ -135,7 +135,8 @@ async def test_bounded_memory_and_spill_survive_a_restart(database_url, tmp_path
 
 class TcpProxy:
     """127.0.0.1:port -> 127.0.0.1:5432, in its own thread; `cut()` closes the listener and every
-    open connection (a real outage for the client), `restore()` listens again."""
+    open connection (a real outage for the client), `restore()` listens again; clearing `flowing`
+    stalls every connection (a database that hangs instead of refusing)."""
 
     def __init__(self, target: int = 5432) -> None:
         self.port, self.target = free_port(), target
@@ -144,6 +145,8 @@ class TcpProxy:
         self.thread.start()
         self.server: asyncio.base_events.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self.flowing = threading.Event()
+        self.flowing.set()
 
     async def _handle(self, reader, writer) -> None:
         try:
@@ -156,6 +159,8 @@ class TcpProxy:
         async def pipe(r, w) -> None:
             try:
                 while data := await r.read(65536):
+                    while not self.flowing.is_set():  # stalled: hold the bytes, keep the sockets
+                        await asyncio.sleep(0.02)
                     w.write(data)
                     await w.drain()
             except (OSError, ConnectionError):
@@ -235,6 +240,43 @@ async def test_database_outage_neither_slows_nor_loses(pg_schemas, make_gateway,
         prompts = {r["prompt_preview"] for r in rows}
         assert {f"during {i}" for i in range(30)} <= prompts and "failing" in prompts
         assert len(rows) == 36 and len({r["id"] for r in rows}) == 36
+        count_engine.dispose()
+    finally:
+        proxy.close()
+
+
+async def test_stalled_database_neither_slows_nor_loses(pg_schemas, make_gateway, fake_workers):
+    """The database hangs (connections open, no answers): one request pays the store timeout,
+    the rest are served from the template cache at once; audit records wait in the spill file."""
+    direct = pg_schemas()
+    proxy = TcpProxy()
+    proxy.restore()
+    try:
+        app, c, ctl, wid = await setup(make_gateway, direct.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"),
+                                       fake_workers, store_timeout_s=0.8)
+        count_engine = create_engine(direct)
+
+        def stored() -> int:
+            with count_engine.connect() as conn:
+                return conn.execute(select(func.count()).select_from(AuditRecord)).scalar()
+
+        for i in range(3):
+            assert (await c.post("/enhance-prompt", json={"prompt": f"before {i}"}, headers=CALLER)).status_code == 200
+        await wait_for(lambda: asyncio.to_thread(lambda: stored() == 3))
+
+        proxy.flowing.clear()
+        took = []
+        for i in range(15):
+            t = time.perf_counter()
+            r = await c.post("/enhance-prompt", json={"prompt": f"stalled {i}"}, headers=CALLER)
+            took.append(time.perf_counter() - t)
+            assert r.status_code == 200, r.text
+        assert max(took) < 1.5 and sorted(took)[len(took) // 2] < 0.25
+        # The hung insert times out (store_timeout_s) and its batch goes to the spill file.
+        await wait_for(lambda: asyncio.sleep(0, app.state.gateway.audit.pending_spill()), timeout=5)
+
+        proxy.flowing.set()
+        await wait_for(lambda: asyncio.to_thread(lambda: stored() == 18), timeout=20)
         count_engine.dispose()
     finally:
         proxy.close()

@@ -53,12 +53,14 @@ class Gateway:
         self.auth = GatewayAuth(settings.api_keys, settings.admin_keys,
                                 settings.registration_secret or settings.worker_signing_secret, settings.insecure)
         self.templates = TemplateService(store, default_template=settings.default_template,
-                                         allow_nsfw_fallback=settings.allow_nsfw_fallback)
+                                         allow_nsfw_fallback=settings.allow_nsfw_fallback,
+                                         store_timeout_s=settings.store_timeout_s)
         self.registry = WorkerRegistry(store, settings, http, url_policy or UrlPolicy(settings.worker_allowlist))
         self.client = WorkerClient(self.registry, settings, http)
         self.audit = AuditWriter(store, settings.effective_spill_path, batch_size=settings.audit_batch_size,
                                  flush_interval_s=settings.audit_flush_interval_s,
-                                 max_buffer=settings.audit_max_buffer, retention_days=settings.audit_retention_days)
+                                 max_buffer=settings.audit_max_buffer, retention_days=settings.audit_retention_days,
+                                 store_timeout_s=settings.store_timeout_s)
         self.enhance = EnhanceService(self)
 
 

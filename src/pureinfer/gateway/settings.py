@@ -47,6 +47,10 @@ class GatewaySettings(BaseSettings):
     breaker_failures: int = 3
     breaker_cooldown_s: float = 10.0
 
+    # The store: a database slower than this is treated as down (cached templates serve,
+    # audit records go to the spill file).
+    store_timeout_s: float = 2.0
+
     # Registry.
     health_interval_s: float = 5.0
     registry_refresh_s: float = 5.0

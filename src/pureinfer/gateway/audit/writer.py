@@ -6,6 +6,9 @@
                  spill file (JSON lines, fsync'd)  <---------+
     spill file --(replayed when the store answers again; ids make replay idempotent)--> store
 
+An insert that hangs (a stalled database) is abandoned after `store_timeout_s` and its batch
+spilled; no second insert starts while one still hangs, so threads do not pile up. The ids make a
+late commit of the abandoned insert and the replay of its spilled copy agree.
 A database outage therefore costs neither latency (requests only append to a deque) nor
 memory (bounded by `max_buffer`) nor records (they wait in the spill file). Retention deletes
 records older than `retention_days` about once an hour. Hand-written because no library offers
@@ -60,6 +63,7 @@ class AuditWriter:
         self._buf: deque[dict[str, Any]] = deque()
         self._wake = asyncio.Event()
         self._store_ok = True
+        self._busy = False
         self._last_retention = 0.0
         self.stats = {"recorded": 0, "written": 0, "spilled": 0, "replayed": 0, "store_errors": 0}
 
@@ -92,10 +96,17 @@ class AuditWriter:
 
     # -- writing -----------------------------------------------------------------------------
     def _insert(self, entries: list[dict[str, Any]]) -> int:
-        with self.store.transaction() as s:
-            return repo.insert_new(s, [_to_row(e) for e in entries])
+        try:
+            with self.store.transaction() as s:
+                return repo.insert_new(s, [_to_row(e) for e in entries])
+        finally:
+            self._busy = False  # also when an abandoned (timed-out) insert finally returns
 
     async def _write(self, entries: list[dict[str, Any]]) -> bool:
+        if self._busy:  # the last insert hangs (a stalled database): do not pile up threads
+            self._store_ok = False
+            return False
+        self._busy = True
         try:
             with anyio.fail_after(self.store_timeout_s):
                 written = await anyio.to_thread.run_sync(self._insert, entries, abandon_on_cancel=True)

@@ -20,7 +20,9 @@ database outage does not stop enhancement.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,12 +117,25 @@ class TemplateService:
         # microseconds, less than the thread hop it would need; a network database is read from
         # a thread, with a timeout after which the cached snapshot keeps serving.
         self._inline_reads = store.engine.dialect.name == "sqlite"
+        self._reads_in_flight: dict[int, float] = {}
+        self._read_ids = itertools.count()
 
 
     # -- selection ---------------------------------------------------------------------------
     def _read_generation(self) -> int:
-        with self.store.session() as s:
-            return repo.get_generation(s)
+        token = next(self._read_ids)
+        self._reads_in_flight[token] = time.monotonic()
+        try:
+            with self.store.session() as s:
+                return repo.get_generation(s)
+        finally:
+            self._reads_in_flight.pop(token, None)
+
+    def _store_stalled(self) -> bool:
+        """A generation read has been running past the timeout: the database hangs. Serve the
+        snapshot at once instead of sending one more thread after it."""
+        oldest = min(self._reads_in_flight.values(), default=None)
+        return oldest is not None and time.monotonic() - oldest > self.store_timeout_s
 
     def _load(self) -> _Snapshot:
         with self.store.session() as s, s.begin():
@@ -130,6 +145,8 @@ class TemplateService:
     async def select(self, key: SelectionKey) -> Selection:
         snap = self._snapshot
         try:
+            if snap is not None and self._store_stalled():
+                raise TimeoutError("template store stalled")
             if self._inline_reads:
                 gen = self._read_generation()
             else:
