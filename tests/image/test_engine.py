@@ -187,3 +187,28 @@ async def test_a_batch_that_runs_out_of_memory_is_retried_request_by_request(eng
     assert [r.batch_size for r in together] == [1, 1]  # each request ran on its own after the OOM
     for lone, retried in zip(alone, together, strict=True):
         assert np.array_equal(px(lone.images[0]), px(retried.images[0]))
+
+
+def test_loader_picks_single_file_or_folder_and_falls_back_from_the_fp16_variant(image_model_dir, image_settings,
+                                                                                 monkeypatch) -> None:
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+
+    from pureinfer.engines.sdxl import load_image_engine
+
+    # A folder without an fp16 variant still loads in fp16 (from the fp32 files).
+    half = load_image_engine(image_settings.model_copy(update={"dtype": "float16"}))
+    assert half.dtype == torch.float16 and half.model_id == str(image_model_dir)
+
+    # A single .safetensors checkpoint goes through from_single_file.
+    seen: dict[str, object] = {}
+
+    def fake_single_file(path: str, **kwargs: object):
+        seen.update(path=path, **kwargs)
+        return StableDiffusionXLPipeline.from_pretrained(image_model_dir)
+
+    monkeypatch.setattr(StableDiffusionXLPipeline, "from_single_file", staticmethod(fake_single_file))
+    ckpt = "/models/community_sdxl_v10.safetensors"
+    single = load_image_engine(image_settings.model_copy(update={"image_model": ckpt}))
+    assert seen == {"path": ckpt, "dtype": torch.float32}
+    assert single.model_id == ckpt and single.count_tokens("a cat") == 4
