@@ -184,3 +184,23 @@ def test_generate_is_not_mounted_when_the_dispatcher_owns_it(serving, app_factor
     with TestClient(app_factory(lambda: serving, mount_generate=False)) as c:
         assert c.post("/generate", json=BASE).status_code == 404
         assert c.post("/v1/images/generations", json={"prompt": "x", "size": "64x64", "steps": 2}).status_code == 200
+
+
+async def test_request_log_carries_the_request_id_and_no_prompt(serving, caplog) -> None:
+    import logging
+
+    from pureinfer.api.image.protocol import ImageGenerateRequest
+    from pureinfer.logging import request_id_var
+
+    caplog.set_level(logging.INFO, logger="pureinfer")
+    await serving.generate(ImageGenerateRequest(**BASE, seed=1), "rid-log-1")  # no context id: set here
+    token = request_id_var.set("rid-from-middleware")
+    try:
+        await serving.generate(ImageGenerateRequest(**BASE, seed=2), "rid-from-middleware")
+    finally:
+        request_id_var.reset(token)
+    done = [r for r in caplog.records if r.getMessage() == "image request done"]
+    assert [r.request_id for r in done] == ["rid-log-1", "rid-from-middleware"]
+    assert all(r.seed in (1, 2) and r.batch_size == 1 for r in done)
+    batch = [r for r in caplog.records if r.getMessage() == "image batch done"]
+    assert batch and batch[-1].request_ids == ["rid-from-middleware"]

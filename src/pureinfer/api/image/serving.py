@@ -32,7 +32,7 @@ from pureinfer.api.image.protocol import (
 )
 from pureinfer.engines.base import ImageEngine, ImageResult
 from pureinfer.errors import InvalidPayload, PureInferError, TokenLimitExceeded
-from pureinfer.logging import prompt_for_log
+from pureinfer.logging import prompt_for_log, request_id_var
 from pureinfer.settings import WorkerSettings
 from pureinfer.storage import ObjectStore, new_key
 
@@ -102,6 +102,9 @@ class ImageServing:
         """The seed's response for `req`. `base_url`: how the client reached us (for local file
         URLs when no public base URL is configured); `size_field`: the field that carried the size."""
         t0 = time.monotonic()
+        # Log records carry the request id through the context variable (set here when the caller,
+        # e.g. a queue consumer, did not), never through `extra`, which the record factory owns.
+        token = request_id_var.set(request_id) if request_id_var.get() is None else None
         try:
             response = await self._generate(req, request_id, size_field, base_url, t0)
         except BaseException as exc:
@@ -109,6 +112,9 @@ class ImageServing:
             outcome = exc.code.value if isinstance(exc, PureInferError) else type(exc).__name__
             metrics.IMAGE_REQUESTS.labels(outcome=outcome).inc()
             raise
+        finally:
+            if token is not None:
+                request_id_var.reset(token)
         metrics.IMAGE_REQUESTS.labels(outcome="ok").inc()
         return response
 
@@ -134,7 +140,7 @@ class ImageServing:
         elapsed = time.monotonic() - t0
         self._record(result, elapsed)
         log.info("image request done", extra={
-            "request_id": request_id, "seed": seed, "num_images": req.num_images, "size": f"{width}x{height}",
+            "seed": seed, "num_images": req.num_images, "size": f"{width}x{height}",
             "steps": req.steps, "scheduler": req.scheduler, "batch_size": result.batch_size,
             "queue_s": round(result.queue_s, 3), "generation_time": round(elapsed, 3),
             "prompt_preview": prompt_for_log(req.prompt, self.settings.log_prompts)})
