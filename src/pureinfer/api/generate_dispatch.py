@@ -69,7 +69,8 @@ def build_dispatch_router(runtime: WorkerRuntime) -> APIRouter:
             image_req = ImageGenerateRequest.model_validate(body)
         except ValidationError as exc:
             raise validation_to_invalid_payload(list(exc.errors())) from None
-        result = await runtime.require_image().generate(image_req, request.state.request_id)
+        result = await runtime.require_image().generate(image_req, request.state.request_id,
+                                                        base_url=str(request.base_url))
         return JSONResponse(result)
 
     return router
