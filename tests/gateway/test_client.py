@@ -86,11 +86,11 @@ async def test_no_retry_on_4xx_and_other_5xx(sqlite_url, make_gateway, fake_work
 async def test_read_timeout_gives_worker_timeout(sqlite_url, make_gateway, fake_workers):
     app, c, [(ctl, _, _)] = await gateway_with(make_gateway, sqlite_url, fake_workers, read_timeout_s=0.3,
                                                max_attempts=3)
-    ctl.delay_s = 1.0
+    ctl.delay_s = 3.0
     t = time.monotonic()
     r = await enhance(c)
     assert r.status_code == 504 and r.json()["error_code"] == "WORKER_TIMEOUT"
-    assert len(ctl.calls) == 1 and time.monotonic() - t < 0.9  # not retried
+    assert len(ctl.calls) == 1 and time.monotonic() - t < 2.0  # not retried, not waited for
 
 
 async def test_spent_deadline_gives_worker_timeout(sqlite_url, make_gateway, fake_workers):
@@ -101,7 +101,7 @@ async def test_spent_deadline_gives_worker_timeout(sqlite_url, make_gateway, fak
     t = time.monotonic()
     r = await enhance(c)
     assert r.status_code == 504, r.text and r.json()["error_code"] == "WORKER_TIMEOUT"
-    assert time.monotonic() - t < 1.0 and 1 < len(ctl.calls) < 50
+    assert time.monotonic() - t < 1.5 and 1 < len(ctl.calls) < 50
 
 
 async def test_redirects_are_not_followed(sqlite_url, make_gateway, fake_workers):
@@ -117,7 +117,7 @@ async def test_redirects_are_not_followed(sqlite_url, make_gateway, fake_workers
 
 async def test_circuit_breaker_with_a_single_worker(sqlite_url, make_gateway, fake_workers):
     app, c, [(ctl, _, wid)] = await gateway_with(make_gateway, sqlite_url, fake_workers, max_attempts=3,
-                                                 breaker_failures=2, breaker_cooldown_s=0.6)
+                                                 breaker_failures=2, breaker_cooldown_s=1.5)
     ctl.always = 503
     r = await enhance(c)
     assert r.status_code == 503 and len(ctl.calls) == 2  # the circuit opened after 2 failures
@@ -128,17 +128,17 @@ async def test_circuit_breaker_with_a_single_worker(sqlite_url, make_gateway, fa
     for _ in range(5):
         r = await enhance(c)
         assert r.status_code == 503 and r.json()["details"]["circuit"] == "open"
-        assert 1 <= int(r.headers["Retry-After"]) <= 1
-    assert len(ctl.calls) == 2 and time.monotonic() - t < 0.3
+        assert 1 <= int(r.headers["Retry-After"]) <= 2
+    assert len(ctl.calls) == 2 and time.monotonic() - t < 1.0
     # After the cooldown one probe goes through; success closes the circuit.
     ctl.always = None
-    await asyncio.sleep(0.65)
+    await asyncio.sleep(1.55)
     r = await enhance(c)
     assert r.status_code == 200 and st.breaker.state == "closed" and len(ctl.calls) == 3
     # A failing probe opens it again at once.
     ctl.always = 503
     st.breaker.failure(), st.breaker.failure()
-    await asyncio.sleep(0.65)
+    await asyncio.sleep(1.55)
     r = await enhance(c)
     assert r.status_code == 503 and len(ctl.calls) == 4 and st.breaker.state == "open"
 
