@@ -126,8 +126,7 @@ class TemplateService:
         token = next(self._read_ids)
         self._reads_in_flight[token] = time.monotonic()
         try:
-            with self.store.session() as s:
-                return repo.get_generation(s)
+            return repo.read_generation(self.store.engine)
         finally:
             self._reads_in_flight.pop(token, None)
 
