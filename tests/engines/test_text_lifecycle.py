@@ -126,6 +126,27 @@ async def test_device_oom_fails_the_step_and_the_engine_goes_on(small_engine: An
     assert len(out) == 5 and reason == "length"
 
 
+async def test_oom_allocating_a_cache_fails_only_the_new_request(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pureinfer.engines.hf_text as hf_text
+
+    ids = prompt(engine)
+    running = engine.generate(TextRequest("keeps-running", ids, LONG))
+    await running.__anext__()
+    real = hf_text.new_kv_cache
+
+    def oom(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(hf_text, "new_kv_cache", real)
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(hf_text, "new_kv_cache", oom)
+    with pytest.raises(OutOfMemory):
+        await collect(engine, ids, max_tokens=5, temperature=0.0)
+    delta = await running.__anext__()  # the running request goes on
+    assert delta.token_ids and delta.finish_reason is None
+    await running.aclose()
+    await wait_for(lambda: engine.num_running == 0)
+
+
 async def test_dead_loop_fails_pending_requests_and_turns_unalive(small_engine: Any) -> None:
     ids = prompt(small_engine)
     gen = small_engine.generate(TextRequest("doomed", ids, LONG))

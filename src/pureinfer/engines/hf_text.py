@@ -326,27 +326,36 @@ class HFTextEngine:
     @torch.inference_mode()
     def _step(self, plan: Plan) -> None:
         """One forward pass over every scheduled token, then one new token per finished prompt."""
-        # 1. Pack the tokens of all scheduled sequences into one row.
+        # 1. A cache for each request that runs for the first time (an OOM here fails only it).
+        work: list[tuple[Sequence, int]] = []
+        for seq, n in plan.work:
+            if seq.kv is None:
+                try:
+                    with translate_device_errors("KV cache allocation"):
+                        seq.kv = new_kv_cache(self.model.config, seq.n_prompt + seq.request.params.max_tokens,
+                                              dtype=self.dtype, device=self.device)
+                except PureInferError as exc:
+                    self._scheduler.finish(seq)
+                    seq.channel.fail(exc)
+                    continue
+            work.append((seq, n))
+        if not work:
+            return
+        # 2. Pack the tokens of all scheduled sequences into one row; forward; sample.
         batch = StepBatch()
         input_ids: list[int] = []
         positions: list[int] = []
         last_index: list[int] = []
         sampling: list[Sequence] = []
         try:
-            for seq, n in plan.work:
-                if seq.kv is None:
-                    seq.kv = new_kv_cache(
-                        self.model.config, seq.n_prompt + seq.request.params.max_tokens,
-                        dtype=self.dtype, device=self.device,
-                    )
-                seg = batch.add(seq.kv, seq.n_cached, n)
-                input_ids.extend(seq.tokens[seq.n_cached : seq.n_cached + n])
-                positions.extend(range(seq.n_cached, seq.n_cached + n))
-                if seq.n_cached + n == len(seq.tokens):  # prompt done or decoding: sample
-                    last_index.append(seg.offset + n - 1)
-                    sampling.append(seq)
-            # 2. Forward and sample.
             with translate_device_errors("text generation step"):
+                for seq, n in work:
+                    seg = batch.add(seq.kv, seq.n_cached, n)
+                    input_ids.extend(seq.tokens[seq.n_cached : seq.n_cached + n])
+                    positions.extend(range(seq.n_cached, seq.n_cached + n))
+                    if seq.n_cached + n == len(seq.tokens):  # prompt done or decoding: sample
+                        last_index.append(seg.offset + n - 1)
+                        sampling.append(seq)
                 out = self.model(
                     input_ids=torch.tensor([input_ids], device=self.device),
                     position_ids=torch.tensor([positions], device=self.device),
@@ -358,12 +367,12 @@ class HFTextEngine:
                 rows = [self._row_params(seq) for seq in sampling]
                 tokens = sample_rows(out.logits[0], rows, self._eos_tensor) if sampling else []
         except PureInferError as exc:  # OOM or a model failure: these requests fail, the engine goes on
-            for seq, _ in plan.work:
+            for seq, _ in work:
                 self._scheduler.finish(seq)
                 seq.channel.fail(exc)
             return
         self.steps += 1
-        for seq, n in plan.work:
+        for seq, n in work:
             seq.n_cached += n
         # 3. Hand out the new tokens.
         for seq, token in zip(sampling, tokens, strict=True):
