@@ -154,3 +154,19 @@ async def test_registration_refused_and_gateway_down(sqlite_url, make_gateway, f
         assert not task.done()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_health_check_revalidates_the_url(sqlite_url, make_gateway, fake_workers):
+    """A name that later resolves to a refused address (DNS rebinding) leaves rotation."""
+    from pureinfer.gateway.workers.urls import UrlPolicy
+
+    dns = {"localhost": ["127.0.0.1"]}
+    app, c = await make_gateway(sqlite_url, background=False,
+                                url_policy=UrlPolicy(["localhost"], lambda host, port: dns[host]))
+    _, srv = fake_workers("w")
+    r = await c.post("/workers", json={"url": f"http://localhost:{srv.port}"}, headers=ADMIN)
+    assert r.status_code == 201 and r.json()["healthy"] is True
+    st = app.state.gateway.registry.workers[r.json()["id"]]
+    dns["localhost"] = ["169.254.169.254"]
+    assert await app.state.gateway.registry.check(st) is False
+    assert st.last_error.startswith("url refused") and "cloud metadata" in st.last_error
