@@ -11,8 +11,8 @@ import yaml
 from gw_helpers import ADMIN, CALLER, tpl
 
 from pureinfer.cli import main
-from pureinfer.gateway.logs import JsonFormatter
 from pureinfer.gateway.settings import GatewaySettings
+from pureinfer.logging import JsonFormatter
 
 
 def test_templates_cli_import_export(database_url, tmp_path, capsys):
@@ -45,7 +45,8 @@ def test_json_formatter():
     rec = logging.LogRecord("pureinfer.gateway", logging.INFO, __file__, 1, "hello %s", ("you",), None)
     rec.event, rec.promptLength = "enhance_request", 12
     line = json.loads(JsonFormatter().format(rec))
-    assert (line["msg"], line["event"], line["promptLength"], line["level"]) == ("hello you", "enhance_request", 12, "INFO")
+    assert (line["message"], line["event"], line["promptLength"], line["level"]) == \
+        ("hello you", "enhance_request", 12, "INFO")
 
 
 @pytest.mark.asyncio(loop_scope="session")

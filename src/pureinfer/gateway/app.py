@@ -36,6 +36,7 @@ from pureinfer.gateway.workers.registry import WorkerRegistry
 from pureinfer.gateway.workers.router import router as workers_router
 from pureinfer.gateway.workers.transport import worker_http_client
 from pureinfer.gateway.workers.urls import UrlPolicy
+from pureinfer.logging import request_id_var
 from pureinfer.store.db import Store, open_store
 
 log = logging.getLogger("pureinfer.gateway")
@@ -65,7 +66,8 @@ class Gateway:
 
 
 class RequestIdMiddleware:
-    """Pure ASGI: take a sane `X-Request-ID` from the caller or make one; echo it back."""
+    """Pure ASGI: take a sane `X-Request-ID` from the caller or make one; echo it back, put it on
+    every log line of the request, and pass it on to the worker."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -77,6 +79,7 @@ class RequestIdMiddleware:
         given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
         rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
+        request_id_var.set(rid)  # every log record of this request carries it (pureinfer.logging)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

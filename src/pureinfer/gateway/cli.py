@@ -18,8 +18,8 @@ def _gateway(args: argparse.Namespace) -> int:
     import uvicorn
 
     from pureinfer.gateway.app import create_app
-    from pureinfer.gateway.logs import configure_logging
     from pureinfer.gateway.settings import GatewaySettings
+    from pureinfer.logging import configure_logging
 
     kwargs = _settings_kwargs(args, [
         "host", "port", "database_url", "api_keys", "admin_keys", "insecure", "worker_api_key",

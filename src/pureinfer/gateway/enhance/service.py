@@ -82,8 +82,8 @@ class EnhanceService:
         err = as_pureinfer_error(exc)
         it.worker_id = getattr(exc, "worker_id", None)
         if not isinstance(exc, PureInferError):
-            log.exception("unexpected error", extra={"event": "gateway_error", "request_id": it.request_id})
-        log.warning("request failed", extra={"event": f"{it.endpoint}_failed", "request_id": it.request_id,
+            log.exception("unexpected error", extra={"event": "gateway_error"})
+        log.warning("request failed", extra={"event": f"{it.endpoint}_failed",
                                              "error_code": err.code.value, "error": err.message})
         self._audit(it, err.http_status, err.code.value)
         return err
@@ -93,7 +93,7 @@ class EnhanceService:
         it.selection = sel
         t = sel.template
         log.info("Enhancing with template", extra={
-            "event": "template_selected", "request_id": it.request_id, "template": t.template_name,
+            "event": "template_selected", "template": t.template_name,
             "template_version": t.version, "enhancerModel": t.enhancer_model, "targetModel": t.target_model,
             "selectedModel": key.enhancer_model, "workerType": worker_type, "contentMode": t.content_mode,
             "fallback_level": sel.fallback_level, "cache_hit": sel.cache_hit})
@@ -102,7 +102,7 @@ class EnhanceService:
     def _payload_log(self, it: _Interaction, messages: list[dict[str, str]], max_tokens: int) -> None:
         assert it.selection is not None
         log.info("Chat worker payload (pure inference)", extra={
-            "event": "worker_payload", "request_id": it.request_id, "messagesCount": len(messages),
+            "event": "worker_payload", "messagesCount": len(messages),
             "systemPromptLength": len(messages[0]["content"]), "userPromptLength": len(messages[-1]["content"]),
             "maxTokens": max_tokens, "templateName": it.selection.template.template_name,
             "payloadBytes": len(json.dumps(messages))})
@@ -122,7 +122,7 @@ class EnhanceService:
     async def enhance(self, req: EnhanceRequest, request_id: str, caller_key_id: str | None) -> EnhanceResponse:
         it = _Interaction("enhance-prompt", request_id, caller_key_id, req.prompt)
         log.info("Dynamic enhance prompt request", extra={
-            "event": "enhance_request", "request_id": request_id, "prompt": self._preview(req.prompt, 100),
+            "event": "enhance_request", "prompt": self._preview(req.prompt, 100),
             "jobType": req.job_type, "format": req.format, "quality": req.quality,
             "selectedModel": req.enhancer_model or self.settings.default_enhancer_model,
             "targetModel": req.target_model, "contentMode": req.content_mode, "promptLength": len(req.prompt)})
@@ -146,7 +146,7 @@ class EnhanceService:
         except Exception as exc:
             raise self._failed(it, exc) from None
         log.info("ENHANCED PROMPT GENERATED", extra={
-            "event": "enhance_result", "request_id": request_id, "originalPrompt": self._preview(req.prompt),
+            "event": "enhance_result", "originalPrompt": self._preview(req.prompt),
             "enhancedPrompt": self._preview(enhanced), "templateUsed": sel.template.template_name,
             "templateVersion": sel.template.version, "fallback_level": sel.fallback_level,
             "workerId": it.call.worker.id, "tokensGenerated": it.tokens_generated,
@@ -159,7 +159,7 @@ class EnhanceService:
                    caller_key_id: str | None) -> dict[str, Any] | tuple[AsyncIterator[bytes], dict[str, str]]:
         it = _Interaction("chat", request_id, caller_key_id, req.message)
         log.info("Chat request", extra={
-            "event": "chat_request", "request_id": request_id, "message": self._preview(req.message, 100),
+            "event": "chat_request", "message": self._preview(req.message, 100),
             "historyLength": len(req.history), "stream": req.stream, "contentMode": req.content_mode,
             "messageLength": len(req.message)})
         try:
@@ -190,7 +190,7 @@ class EnhanceService:
             raise
         except Exception as exc:
             raise self._failed(it, exc) from None
-        log.info("Chat response", extra={"event": "chat_result", "request_id": request_id,
+        log.info("Chat response", extra={"event": "chat_result",
                                          "response": self._preview(it.response), "workerId": it.call.worker.id,
                                          "tokensGenerated": it.tokens_generated})
         self._audit(it, 200, None)
