@@ -200,14 +200,17 @@ class EnhanceService:
         """Pass the worker's SSE bytes through unchanged, reading them on the side for the audit."""
         assert it.call is not None
         pending, text, error_code = b"", [], None
-        status = 200
+        status, done = 200, False
         try:
             async for chunk in WorkerClient.iter_stream(resp, it.call):
                 yield chunk
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    if not line.startswith(b"data:") or line.strip() == b"data: [DONE]":
+                    if line.strip() == b"data: [DONE]":
+                        done = True
+                        continue
+                    if not line.startswith(b"data:"):
                         continue
                     try:
                         ev = json.loads(line[5:])
@@ -236,7 +239,8 @@ class EnhanceService:
                         it.tokens_generated = usage.get("completion_tokens", it.tokens_generated)
                         it.prompt_tokens = usage.get("prompt_tokens", it.prompt_tokens)
         except BaseException:
-            status, error_code = 499, error_code or "CLIENT_DISCONNECTED"
+            if not done:  # after [DONE] the caller has everything; closing then is not a failure
+                status, error_code = 499, error_code or "CLIENT_DISCONNECTED"
             raise
         finally:
             it.response = "".join(text)
