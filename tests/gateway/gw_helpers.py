@@ -79,6 +79,7 @@ class FakeControl:
     script: list[int] = field(default_factory=list)
     always: int | None = None
     delay_s: float = 0.0
+    stream_delay_s: float = 0.0  # between SSE events
     redirect_to: str | None = None
     ready: bool = True
     calls: list[dict[str, Any]] = field(default_factory=list)
@@ -130,6 +131,8 @@ def fake_worker_app(ctl: FakeControl, *, key: str = WORKER_KEY, secret: str = WO
         if payload.get("stream"):
             async def events() -> Any:
                 for word in text.split(" "):
+                    if ctl.stream_delay_s:
+                        await asyncio.sleep(ctl.stream_delay_s)
                     yield f"data: {json.dumps({'text': word + ' '})}\n\n".encode()
                 yield f"data: {json.dumps({'text': '', 'finish_reason': 'stop', 'tokens_generated': 5, 'prompt_tokens': 9})}\n\n".encode()
                 yield b"data: [DONE]\n\n"

@@ -4,9 +4,13 @@ SSE pass-through."""
 from __future__ import annotations
 
 import asyncio
+import time
 
+import httpx
 import pytest
-from gw_helpers import ADMIN, CALLER, tpl
+from gw_helpers import ADMIN, CALLER, ServerThread, gateway_settings, tpl
+
+from pureinfer.gateway.app import create_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -57,3 +61,30 @@ async def test_chat_stream_passes_sse_through(sqlite_url, make_gateway, fake_wor
     assert rec["response_preview"] == "[w] enhanced: tell me " and rec["tokens_generated"] == 5
     assert rec["status"] == 200 and rec["endpoint"] == "chat"
     assert app.state.gateway.registry.workers[rec["worker_id"]].in_flight == 0
+
+
+async def test_caller_disconnect_mid_stream(tmp_path, sqlite_url, fake_workers):
+    """The caller goes away mid-stream: the worker stream is closed (the worker cancels), the
+    worker's in-flight count comes back, and the audit row says CLIENT_DISCONNECTED."""
+    ctl, srv = fake_workers("w", stream_delay_s=0.3)
+    app = create_app(gateway_settings(tmp_path, sqlite_url))
+    gateway = ServerThread(app).start()
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as c:
+            await c.post("/templates", json=CHAT_TPL, headers=ADMIN)
+            await c.post("/workers", json={"url": srv.url}, headers=ADMIN)
+            async with c.stream("POST", "/chat", json={"message": "a long answer please", "stream": True},
+                                headers={**CALLER, "X-Request-ID": "gone-1"}) as r:
+                assert r.status_code == 200
+                async for _chunk in r.aiter_raw():
+                    break  # first event, then hang up
+            deadline = time.monotonic() + 10
+            while True:
+                rows = (await c.get("/audit?request_id=gone-1", headers=ADMIN)).json()["records"]
+                if rows or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+        assert rows and (rows[0]["status"], rows[0]["error_code"]) == (499, "CLIENT_DISCONNECTED")
+        assert all(w.in_flight == 0 for w in app.state.gateway.registry.workers.values())
+    finally:
+        gateway.stop()
