@@ -6,11 +6,27 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from pureinfer.gateway.auth import caller_dep
 from pureinfer.gateway.enhance.protocol import ChatRequest, EnhanceRequest, EnhanceResponse
+from pureinfer.gateway.enhance.service import StreamRelay
 
 router = APIRouter(tags=["public"])
+
+
+class RelayResponse(StreamingResponse):
+    """A StreamingResponse that always closes its relay, even if cancelled before streaming."""
+
+    def __init__(self, relay: StreamRelay, headers: dict[str, str]) -> None:
+        super().__init__(relay.chunks(), media_type="text/event-stream", headers=headers)
+        self.relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.relay.close(interrupted=True)
 
 
 @router.post("/enhance-prompt", response_model=EnhanceResponse)
@@ -23,6 +39,6 @@ async def enhance_prompt(request: Request, body: EnhanceRequest,
 async def chat(request: Request, body: ChatRequest, caller: str | None = Depends(caller_dep)) -> Any:
     result = await request.app.state.gateway.enhance.chat(body, request.state.request_id, caller)
     if isinstance(result, tuple):
-        stream, headers = result
-        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+        relay, headers = result
+        return RelayResponse(relay, headers)
     return result

@@ -156,7 +156,7 @@ class EnhanceService:
 
     # -- /chat -----------------------------------------------------------------------------------
     async def chat(self, req: ChatRequest, request_id: str,
-                   caller_key_id: str | None) -> dict[str, Any] | tuple[AsyncIterator[bytes], dict[str, str]]:
+                   caller_key_id: str | None) -> dict[str, Any] | tuple[StreamRelay, dict[str, str]]:
         it = _Interaction("chat", request_id, caller_key_id, req.message)
         log.info("Chat request", extra={
             "event": "chat_request", "message": self._preview(req.message, 100),
@@ -179,7 +179,7 @@ class EnhanceService:
                            "X-Template-Version": str(t.version), "X-Fallback-Level": str(sel.fallback_level),
                            "X-Cache-Hit": str(sel.cache_hit).lower(), "X-Worker-Id": it.call.worker.id,
                            "Cache-Control": "no-cache"}
-                return self._relay(it, resp), headers
+                return StreamRelay(self, it, resp), headers
             data = resp.json()
             it.response = data.get("response") or data.get("enhanced_prompt")
             it.prompt_tokens, it.tokens_generated = data.get("prompt_tokens"), data.get("tokens_generated")
@@ -196,52 +196,78 @@ class EnhanceService:
         self._audit(it, 200, None)
         return out
 
-    async def _relay(self, it: _Interaction, resp: Any) -> AsyncIterator[bytes]:
-        """Pass the worker's SSE bytes through unchanged, reading them on the side for the audit."""
-        assert it.call is not None
-        pending, text, error_code = b"", [], None
-        status, done = 200, False
+
+class StreamRelay:
+    """The worker's SSE bytes passed through unchanged, read on the side for the audit entry.
+
+    `close()` releases the worker connection and its in-flight count and writes the audit entry,
+    once: at the end of the stream, when the caller goes away mid-stream, and also when the
+    response was cancelled before iteration began (then no generator code would ever run)."""
+
+    def __init__(self, svc: EnhanceService, it: _Interaction, resp: Any) -> None:
+        self.svc, self.it, self.resp = svc, it, resp
+        self.text: list[str] = []
+        self.status, self.done = 200, False
+        self.error_code: str | None = None
+        self._closed = False
+
+    async def close(self, interrupted: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if interrupted and not self.done:  # after [DONE] the caller has everything
+            self.status, self.error_code = 499, self.error_code or "CLIENT_DISCONNECTED"
         try:
-            async for chunk in WorkerClient.iter_stream(resp, it.call):
+            await self.resp.aclose()
+        finally:
+            assert self.it.call is not None
+            WorkerClient.release(self.it.call)
+            self.it.response = "".join(self.text)
+            self.svc._audit(self.it, self.status, self.error_code)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        pending = b""
+        try:
+            async for chunk in self.resp.aiter_raw():
                 yield chunk
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    if line.strip() == b"data: [DONE]":
-                        done = True
-                        continue
-                    if not line.startswith(b"data:"):
-                        continue
-                    try:
-                        ev = json.loads(line[5:])
-                    except ValueError:
-                        continue
-                    if not isinstance(ev, dict):
-                        continue
-                    err: dict[str, Any] = ev["error"] if isinstance(ev.get("error"), dict) else ev
-                    if err.get("error_code"):  # the worker's error event (the stream had begun)
-                        error_code, status = str(err["error_code"]), 500
-                    for k in ("text", "delta", "content"):
-                        if isinstance(ev.get(k), str):
-                            text.append(ev[k])
-                            break
-                    else:
-                        choices = ev.get("choices")
-                        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-                            d = choices[0].get("delta") or {}
-                            if isinstance(d, dict) and isinstance(d.get("content"), str):
-                                text.append(d["content"])
-                    for k in ("tokens_generated", "prompt_tokens"):
-                        if isinstance(ev.get(k), int):
-                            setattr(it, k, ev[k])
-                    usage = ev.get("usage")
-                    if isinstance(usage, dict):
-                        it.tokens_generated = usage.get("completion_tokens", it.tokens_generated)
-                        it.prompt_tokens = usage.get("prompt_tokens", it.prompt_tokens)
+                    self._observe(line)
         except BaseException:
-            if not done:  # after [DONE] the caller has everything; closing then is not a failure
-                status, error_code = 499, error_code or "CLIENT_DISCONNECTED"
+            await self.close(interrupted=True)
             raise
-        finally:
-            it.response = "".join(text)
-            self._audit(it, status, error_code)
+        await self.close()
+
+    def _observe(self, line: bytes) -> None:
+        if line.strip() == b"data: [DONE]":
+            self.done = True
+            return
+        if not line.startswith(b"data:"):
+            return
+        try:
+            ev = json.loads(line[5:])
+        except ValueError:
+            return
+        if not isinstance(ev, dict):
+            return
+        err: dict[str, Any] = ev["error"] if isinstance(ev.get("error"), dict) else ev
+        if err.get("error_code"):  # the worker's error event (the stream had begun)
+            self.error_code, self.status = str(err["error_code"]), 500
+        for k in ("text", "delta", "content"):
+            if isinstance(ev.get(k), str):
+                self.text.append(ev[k])
+                break
+        else:
+            choices = ev.get("choices")
+            if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+                d = choices[0].get("delta") or {}
+                if isinstance(d, dict) and isinstance(d.get("content"), str):
+                    self.text.append(d["content"])
+        for k in ("tokens_generated", "prompt_tokens"):
+            if isinstance(ev.get(k), int):
+                setattr(self.it, k, ev[k])
+        usage = ev.get("usage")
+        if isinstance(usage, dict):
+            self.it.tokens_generated = usage.get("completion_tokens", self.it.tokens_generated)
+            self.it.prompt_tokens = usage.get("prompt_tokens", self.it.prompt_tokens)

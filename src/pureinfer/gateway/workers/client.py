@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,8 +169,8 @@ class WorkerClient:
     async def post(self, worker_type: str, model: str | None, path: str, payload: dict[str, Any],
                    request_id: str, *, stream: bool = False,
                    deadline: float | None = None) -> tuple[httpx.Response, WorkerCall]:
-        """POST to the best worker. Non-stream: the response is read. Stream: the caller must
-        iterate and close it, then call `release(call)`. Otherwise `release` is done here."""
+        """POST to the best worker. Non-stream: the response is read and the worker released.
+        Stream: the caller must close the response, then call `release(call)`."""
         deadline = deadline or time.monotonic() + self.settings.request_timeout_s
         failed: set[str] = set()
         s = self.settings
@@ -214,12 +213,3 @@ class WorkerClient:
     @staticmethod
     def release(call: WorkerCall) -> None:
         call.worker.in_flight -= 1
-
-    @staticmethod
-    async def iter_stream(resp: httpx.Response, call: WorkerCall) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in resp.aiter_raw():
-                yield chunk
-        finally:
-            await resp.aclose()
-            WorkerClient.release(call)
