@@ -13,6 +13,7 @@ worker, the per-worker circuit breaker, and pass-through of a worker's own error
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -42,15 +43,19 @@ class WorkerCall:
 class _UniqueTimestamps:
     """The worker refuses a signature it has already seen (replay guard). Two identical requests
     (same path and body) signed in the same second would have the same signature, so a repeat
-    is signed with an earlier second, well inside the verifier's allowed skew."""
+    is signed with an earlier second, well inside the verifier's allowed skew. Each process also
+    starts from its own random offset (0-59 s back), so two gateway processes sending the same
+    body in the same second rarely collide; the real fix is a nonce in the signed string
+    (`security.sign`), which the scheme does not have yet."""
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._last: OrderedDict[str, int] = OrderedDict()
         self._max = max_entries
+        self._offset = random.randrange(60)
 
     def next(self, path: str, body: bytes) -> int:
         key = path + sha256_hex(body)
-        now = int(time.time())
+        now = int(time.time()) - self._offset
         last = self._last.pop(key, None)
         ts = now if last is None or last < now - 60 else last - 1
         self._last[key] = ts
