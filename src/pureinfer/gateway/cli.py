@@ -24,7 +24,7 @@ def _gateway(args: argparse.Namespace) -> int:
     kwargs = _settings_kwargs(args, [
         "host", "port", "database_url", "api_keys", "admin_keys", "insecure", "worker_api_key",
         "worker_signing_secret", "registration_secret", "worker_allowlist", "default_template",
-        "request_timeout_s", "log_level", "cache_dir"])
+        "request_timeout_s", "log_level", "cache_dir", "allow_nsfw_fallback", "audit_retention_days"])
     try:
         settings = GatewaySettings(**kwargs)
     except ValueError as exc:
@@ -84,6 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--allow-worker", dest="worker_allowlist", action="append",
                    help="worker host name or CIDR allowed (repeatable; default: loopback only)")
     g.add_argument("--default-template", help="template for fallback level 3")
+    g.add_argument("--allow-nsfw-fallback", action="store_true",
+                   help="let sfw requests fall back to nsfw templates (level 2); off by default")
+    g.add_argument("--audit-retention-days", type=float)
     g.add_argument("--request-timeout-s", type=float)
     g.add_argument("--log-level")
     g.set_defaults(func=_gateway)
