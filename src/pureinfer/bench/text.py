@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 DEFAULT_CONCURRENCY = "1,4,16,64"
 TARGETS = {"vs_naive": 4.5, "vs_static_batch": 0.85, "http_vs_engine": 0.90, "e2e_p95_over_p50": 1.5}
@@ -311,13 +311,13 @@ def serve_worker(engine: Any, *, max_running: int, max_queued: int, max_tokens: 
     """The real worker app with `engine` injected, on uvicorn in a background thread."""
     import uvicorn
 
-    from pureinfer.settings import WorkerSettings
+    from pureinfer.settings import Role, WorkerSettings
     from pureinfer.worker.app import create_app
 
     port = _free_port()
     settings = WorkerSettings(
-        role="chat", host="127.0.0.1", port=port, text_models=[f"bench={engine.model_id}"],
-        device=device, dtype=dtype if dtype in ("auto", "float32", "float16", "bfloat16") else "auto",
+        role=Role.CHAT, host="127.0.0.1", port=port, text_models=[f"bench={engine.model_id}"],
+        device=device, dtype=cast(Any, dtype),
         max_running_requests=max_running, max_queued_requests=max_queued,
         max_tokens_limit=max(max_tokens, 2000), request_timeout_s=3600.0, log_prompts="none", log_level="WARNING",
     )
@@ -377,11 +377,9 @@ async def run_text_bench(
     await engine.start()
     prompt = make_prompt(engine.tokenizer, prompt_tokens)
     prompt_ids = engine.encode(prompt)
-    sampling: dict[str, Any] = {"temperature": temperature}
-    if temperature > 0:
-        sampling["top_p"] = 0.9
-    params = SamplingParams(max_tokens=max_tokens, min_tokens=max_tokens, seed=None,
-                            **({"temperature": 0.0} if temperature == 0 else {"temperature": temperature, "top_p": 0.9}))
+    top_p = 0.9 if temperature > 0 else 1.0
+    sampling: dict[str, Any] = {"temperature": temperature, "top_p": top_p}
+    params = SamplingParams(max_tokens=max_tokens, min_tokens=max_tokens, temperature=temperature, top_p=top_p)
     gen_kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "min_new_tokens": max_tokens}
     gen_kwargs.update({"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": temperature,
                                                                        "top_p": 0.9, "top_k": 0})

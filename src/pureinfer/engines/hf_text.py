@@ -81,7 +81,7 @@ def load_text_engine(
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(path_or_id)
-    model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=torch_dtype)
+    model: Any = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=torch_dtype)
     model.to(device).eval()
     return HFTextEngine(
         model,

@@ -30,7 +30,7 @@ Model support: any transformers causal LM whose attention modules call
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -110,7 +110,7 @@ def ragged_attention(
     step: StepBatch | None = kwargs.pop(STEP_KWARG, None)
     if step is None:  # a plain forward (e.g. the model used outside the engine)
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
-    layer = module.layer_idx
+    layer = cast(int, module.layer_idx)
     n_heads, head_dim = query.shape[1], query.shape[3]
     out = query.new_empty(1, step.n_tokens, n_heads, head_dim)
     # 1. Every segment's new keys/values go into its request's cache (one copy per segment).
