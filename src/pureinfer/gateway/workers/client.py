@@ -13,9 +13,7 @@ worker, the per-worker circuit breaker, and pass-through of a worker's own error
 from __future__ import annotations
 
 import json
-import random
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +23,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from pureinfer.errors import PureInferError, WorkerTimeout, WorkerUnavailable, from_envelope
 from pureinfer.gateway.settings import GatewaySettings
 from pureinfer.gateway.workers.registry import WorkerRegistry, WorkerState
-from pureinfer.security import sha256_hex, sign
+from pureinfer.security import sign
 
 
 class _Retryable(Exception):
@@ -38,30 +36,6 @@ class _Retryable(Exception):
 class WorkerCall:
     worker: WorkerState
     attempts: int
-
-
-class _UniqueTimestamps:
-    """The worker refuses a signature it has already seen (replay guard). Two identical requests
-    (same path and body) signed in the same second would have the same signature, so a repeat
-    is signed with an earlier second, well inside the verifier's allowed skew. Each process also
-    starts from its own random offset (0-59 s back), so two gateway processes sending the same
-    body in the same second rarely collide; the real fix is a nonce in the signed string
-    (`security.sign`), which the scheme does not have yet."""
-
-    def __init__(self, max_entries: int = 4096) -> None:
-        self._last: OrderedDict[str, int] = OrderedDict()
-        self._max = max_entries
-        self._offset = random.randrange(60)
-
-    def next(self, path: str, body: bytes) -> int:
-        key = path + sha256_hex(body)
-        now = int(time.time()) - self._offset
-        last = self._last.pop(key, None)
-        ts = now if last is None or last < now - 60 else last - 1
-        self._last[key] = ts
-        while len(self._last) > self._max:
-            self._last.popitem(last=False)
-        return ts
 
 
 def _is_envelope(body: bytes) -> bool:
@@ -93,15 +67,14 @@ class WorkerClient:
         self.registry = registry
         self.settings = settings
         self.http = http
-        self._ts = _UniqueTimestamps()
 
     def _headers(self, path: str, body: bytes, request_id: str) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "X-Request-ID": request_id}
         if self.settings.worker_api_key:
             headers["Authorization"] = f"Bearer {self.settings.worker_api_key}"
         if self.settings.worker_signing_secret:
-            headers |= sign(self.settings.worker_signing_secret, "POST", path, body,
-                            timestamp=self._ts.next(path, body))
+            # sign() stamps microseconds, so a retry of the same body is not taken for a replay.
+            headers |= sign(self.settings.worker_signing_secret, "POST", path, body)
         return headers
 
     def _timeout(self, deadline: float) -> httpx.Timeout:
