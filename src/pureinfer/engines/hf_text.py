@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+from pureinfer.engines import text_linear
 from pureinfer.engines.base import TextDelta, TextRequest
 from pureinfer.engines.device import pick_device, pick_dtype, translate_device_errors
 from pureinfer.engines.text_attention import ATTN_IMPLEMENTATION, StepBatch, new_kv_cache, no_masks
@@ -173,13 +174,15 @@ class HFTextEngine:
         if backend is None:
             raise ValueError(f"{model_id}: a fast tokenizer (tokenizer.json) is required")
         model.set_attn_implementation(ATTN_IMPLEMENTATION)
+        self.device = next(model.parameters()).device
+        if self.device.type == "cpu":
+            text_linear.install(model)
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
         config = model.config
         self.n_ctx = int(getattr(config, "max_position_embeddings", None) or tokenizer.model_max_length)
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
-        self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self._backend = backend
         self._eos_ids = _eos_ids(model, tokenizer)
@@ -348,7 +351,7 @@ class HFTextEngine:
         last_index: list[int] = []
         sampling: list[Sequence] = []
         try:
-            with translate_device_errors("text generation step"):
+            with translate_device_errors("text generation step"), text_linear.engine_linears():
                 for seq, n in work:
                     seg = batch.add(seq.kv, seq.n_cached, n)
                     input_ids.extend(seq.tokens[seq.n_cached : seq.n_cached + n])
