@@ -84,3 +84,27 @@ def test_top_k_and_eos_suppression_and_repetition_penalty() -> None:
     assert picks == {7}
     greedy = RowParams(0.0, 1.0, 0, 2.0, False, None, seen_ids=torch.tensor([3]))
     assert sample_rows(logits.clone(), [greedy], torch.tensor([0])) == [7]
+
+
+def test_engine_linears_switch_only_inside_the_engine_context() -> None:
+    from pureinfer.engines import text_linear
+
+    torch.manual_seed(2)
+    layer = torch.nn.Linear(48, 40)
+    x = torch.randn(1, 16, 48)
+    stock = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    assert text_linear.install(torch.nn.Sequential(layer)) == 1
+    calls: list[str] = []
+    real_mm = torch.addmm
+    try:
+        torch.addmm = lambda *a, **k: calls.append("addmm") or real_mm(*a, **k)  # type: ignore[assignment]
+        assert torch.equal(layer(x), stock) and calls == []  # outside: F.linear, untouched
+        with text_linear.engine_linears():
+            inside = layer(x)
+            single = layer(x[:, :1])  # one row: the stock path, as batch-1 generate() has it
+    finally:
+        torch.addmm = real_mm  # type: ignore[assignment]
+    assert calls == ["addmm"]
+    assert inside.shape == stock.shape and inside.is_contiguous()
+    torch.testing.assert_close(inside, stock)
+    assert torch.equal(single, torch.nn.functional.linear(x[:, :1], layer.weight, layer.bias))
