@@ -17,14 +17,19 @@ consumer costs at most its own output text in memory.
 
 Why our own scheduler and not transformers' ContinuousBatchingManager (``generate_batch``)
 --------------------------------------------------------------------------------------------
-Measured on the 2-core CPU of the development machine, Qwen2.5-0.5B shape, fp32, random
-weights (numbers in bench/README.md): ContinuousBatchingManager reaches about 75% of a static
-``generate()`` batch of 16, below the 85% target; it also draws all rows from one random
-stream (a seeded request's tokens then depend on its neighbours) and applies one set of
-generation parameters per manager. This engine keeps transformers for everything model-shaped
-(``from_pretrained``, the model's own forward, RoPE, MLPs, transformers' SDPA attention
-function) and replaces only the batching: packed tokens + per-request caches (no padding, no
-cache copies when requests join or leave), a sort-free top-p, and per-row generators.
+Measured in one run on the 2-core CPU of the development machine (``pureinfer bench text
+--with-cbm``: Qwen2.5-0.5B shape, random weights, fp32, 16 prompt + 32 output tokens, sampling;
+bench/README.md has the tables): naive one-at-a-time ``generate()`` 4.4 tok/s, one static
+``generate()`` batch of 16 19.8 tok/s, ContinuousBatchingManager with 16 requests 12.4 tok/s
+(62% of the static batch: below the 85% target; 52-72% in other runs), this engine at 16
+concurrent requests 31.5 tok/s (7.2x naive, 1.6x the static batch; HTTP path 0.96-1.11 of it
+in reruns). The manager also draws every row from one random stream (a seeded request's tokens
+then depend on its neighbours) and takes one set of generation parameters per manager.
+This engine keeps transformers for everything model-shaped (``from_pretrained``, the model's
+own forward, RoPE, MLPs, transformers' SDPA attention function) and replaces only the batching:
+packed tokens + per-request caches (no padding of prompts, no cache copies when requests join
+or leave), per-row parameters and generators with a sort-free top-p, and on CPU decoding-batch
+linears computed as ``W @ x.T`` (text_linear).
 
 Determinism: a seeded request draws only from its own ``torch.Generator``, so its tokens don't
 depend on its neighbours' sampling. Its logits are the same alone or batched up to the last
