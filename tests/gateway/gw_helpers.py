@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from tests.live import LiveServer, free_port  # noqa: F401  (free_port is re-exported to the tests)
 
 from pureinfer.errors import Unauthorized
 from pureinfer.gateway.settings import GatewaySettings
@@ -28,46 +25,8 @@ ADMIN_KEY = "admin-key"
 REG_SECRET = "registration-secret"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerThread:
-    """A real uvicorn server on 127.0.0.1:free port in a daemon thread."""
-
-    def __init__(self, app: Any, port: int | None = None, lifespan: str = "on") -> None:
-        self.app = app
-        self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
-                                                    lifespan=lifespan, timeout_graceful_shutdown=1))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 120) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("server failed to start")
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not start")
-            time.sleep(0.02)
-        return self
-
-    def kill(self) -> None:
-        """Stop now: open connections are dropped, in-flight requests are not waited for."""
-        self.server.should_exit = True
-        self.server.force_exit = True
-        self.thread.join(timeout=10)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+# One live-server helper for the whole suite.
+ServerThread = LiveServer
 
 
 @dataclass

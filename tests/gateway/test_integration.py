@@ -1,5 +1,4 @@
-"""End to end with the real worker app on the tiny demo model (or, until the transformers engine
-is importable, the real worker app around `bench.gateway.EchoTextEngine`), over real loopback HTTP: a worker
+"""End to end with the real worker app on the tiny demo model, over real loopback HTTP: a worker
 registers itself with a gateway (`--gateway`), another is added by an admin; enhance and chat
 (JSON and SSE) go through; one worker is killed while requests are running and the others fail
 over to the survivor."""
@@ -24,7 +23,6 @@ from gw_helpers import (
     tpl,
 )
 
-from pureinfer.bench.gateway import EchoTextEngine, hf_engine_available
 from pureinfer.gateway.app import create_app
 from pureinfer.settings import WorkerSettings
 from pureinfer.worker.app import create_app as create_worker_app
@@ -38,7 +36,7 @@ def real_worker(cache_dir: Path, gateway_url: str | None = None) -> ServerThread
                               signing_secret=WORKER_SECRET, port=port, gateway_url=gateway_url,
                               gateway_secret=REG_SECRET if gateway_url else None,
                               worker_url=f"http://127.0.0.1:{port}", heartbeat_s=0.5)
-    return ServerThread(create_worker_app(settings, text_engines=None if hf_engine_available() else {"qwen_instruct": EchoTextEngine()}), port=port).start()
+    return ServerThread(create_worker_app(settings, text_engines=None), port=port).start()
 
 
 async def test_real_workers_registration_enhance_chat_and_failover(cache_dir, tmp_path, database_url):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from pureinfer.api.sse import sse_response
 from pureinfer.api.text.protocol import ChatRequest, Endpoint, GenerateRequest, TextResponse
-from pureinfer.api.text.serving import Completion, PreparedText, TextServing
+from pureinfer.api.text.serving import CompletionBuilder, PreparedText, TextServing
 
 
 def request_id_of(request: Request) -> str:
@@ -29,17 +28,12 @@ async def respond(serving: TextServing, endpoint: Endpoint, body: ChatRequest | 
 
 async def _events(serving: TextServing, p: PreparedText) -> AsyncIterator[dict[str, Any]]:
     """Token deltas as `{"text": ...}`, then one event with every response field."""
-    parts: list[str] = []
-    ids: list[int] = []
-    finish = "length"
+    builder = CompletionBuilder()
     async for delta in serving.deltas(p):
-        parts.append(delta.text)
-        ids.extend(delta.token_ids)
-        finish = delta.finish_reason or finish
+        builder.add(delta)
         if delta.text:
             yield {"text": delta.text, "request_id": p.request_id}
-    done = Completion("".join(parts), ids, finish, time.monotonic() - p.admitted_at)
-    yield serving.response(p, done).wire()
+    yield serving.response(p, builder.build(p)).wire()
 
 
 def build_text_router(get_serving: Callable[[], TextServing], *, mount_generate: bool = True) -> APIRouter:

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pureinfer import metrics
 from pureinfer.api.text.protocol import (
@@ -72,6 +72,23 @@ class Completion:
     token_ids: list[int]
     finish_reason: str
     generation_time: float
+
+
+@dataclass
+class CompletionBuilder:
+    """Collects deltas into the final `Completion` (used by the JSON and the streaming paths)."""
+
+    parts: list[str] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str = "length"
+
+    def add(self, delta: TextDelta) -> None:
+        self.parts.append(delta.text)
+        self.token_ids.extend(delta.token_ids)
+        self.finish_reason = delta.finish_reason or self.finish_reason
+
+    def build(self, p: PreparedText) -> Completion:
+        return Completion("".join(self.parts), self.token_ids, self.finish_reason, time.monotonic() - p.admitted_at)
 
 
 class TextServing:
@@ -192,15 +209,10 @@ class TextServing:
                 metrics.E2E.labels(p.alias).observe(elapsed)
 
     async def complete(self, p: PreparedText) -> Completion:
-        parts: list[str] = []
-        ids: list[int] = []
-        finish = "length"
+        builder = CompletionBuilder()
         async for delta in self.deltas(p):
-            parts.append(delta.text)
-            ids.extend(delta.token_ids)
-            if delta.finish_reason:
-                finish = delta.finish_reason
-        return Completion("".join(parts), ids, finish, time.monotonic() - p.admitted_at)
+            builder.add(delta)
+        return builder.build(p)
 
     def response(self, p: PreparedText, c: Completion) -> TextResponse:
         """The seed's response for the endpoint, with the proof fields."""
