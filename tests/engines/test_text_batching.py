@@ -118,3 +118,30 @@ async def test_odd_prompt_lengths_share_a_step(engine: Any, reference_model: Any
     expected = [reference_greedy(reference_model, p, 12) for p in prompts]
     got = await staggered(engine, [(p, {"max_tokens": 12, "temperature": 0.0}) for p in prompts])
     assert got == expected
+
+
+async def test_encode_from_many_threads_while_decoding(engine: Any) -> None:
+    """Callers may encode from any thread while the engine thread detokenizes (the engine decodes
+    with its own tokenizer copy and serializes `encode`: fast tokenizers can refuse concurrent use)."""
+    import threading
+
+    text = engine.apply_chat_template(MESSAGES[1]) * 20
+    expected = engine.encode(text)
+    errors: list[BaseException] = []
+
+    def hammer() -> None:
+        try:
+            for _ in range(30):
+                assert engine.encode(text) == expected
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    outs = await asyncio.gather(*(collect(engine, expected[:40], rid=f"enc-{i}", max_tokens=30, temperature=1.0,
+                                          seed=i) for i in range(4)))
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert all(text_out == engine.tokenizer.decode(ids, skip_special_tokens=True) for text_out, ids, _, _ in outs)

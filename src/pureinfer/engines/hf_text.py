@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
 
 from pureinfer.engines import text_linear
 from pureinfer.engines.base import TextDelta, TextRequest
@@ -189,7 +190,11 @@ class HFTextEngine:
         self.n_ctx = int(getattr(config, "max_position_embeddings", None) or tokenizer.model_max_length)
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
         self.dtype = next(model.parameters()).dtype
-        self._backend = backend
+        # A fast (Rust) tokenizer can refuse concurrent use ("Already borrowed") when a call changes
+        # its truncation/padding: the engine thread decodes with its own copy, and `encode` (from
+        # any caller thread) takes a lock.
+        self._decoder_tokenizer = Tokenizer.from_str(backend.to_str())
+        self._encode_lock = threading.Lock()
         self._eos_ids = _eos_ids(model, tokenizer)
         self._eos_tensor = torch.tensor(sorted(self._eos_ids), dtype=torch.long, device=self.device)
         if max_step_tokens is None:
@@ -212,7 +217,8 @@ class HFTextEngine:
 
     def encode(self, text: str) -> list[int]:
         # The rendered template already holds its special tokens: add none.
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+        with self._encode_lock:
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     @property
     def num_running(self) -> int:
@@ -287,7 +293,7 @@ class HFTextEngine:
         state = _SeqState(
             generator=generator,
             output=OutputText(
-                self._backend,
+                self._decoder_tokenizer,
                 eos_ids=self._eos_ids,
                 stop=params.stop,
                 min_tokens=params.min_tokens,
