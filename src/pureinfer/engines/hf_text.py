@@ -179,6 +179,9 @@ class HFTextEngine:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:
             raise ValueError(f"{model_id}: a fast tokenizer (tokenizer.json) is required")
+        if "sliding_attention" in (getattr(model.config, "layer_types", None) or ()):
+            # ragged_attention attends to the whole context; refusing beats wrong output.
+            raise ValueError(f"{model_id}: sliding-window attention layers are not supported by the text engine")
         model.set_attn_implementation(ATTN_IMPLEMENTATION)
         self.device = next(model.parameters()).device
         if self.device.type == "cpu":

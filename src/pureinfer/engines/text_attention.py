@@ -23,7 +23,8 @@ bench/README.md).
 
 Model support: any transformers causal LM whose attention modules call
 ``ALL_ATTENTION_FUNCTIONS`` with post-RoPE ``(query, key, value)`` and expose ``layer_idx``
-(Qwen2/2.5/3, Llama, Mistral, Gemma...). The model's own mask construction is skipped by passing
+(Qwen2/2.5/3, Llama, ...). Sliding-window layers are not supported (the engine refuses such
+models rather than attend past the window). The model's own mask construction is skipped by passing
 ``attention_mask={"full_attention": None, "sliding_attention": None}``.
 """
 
