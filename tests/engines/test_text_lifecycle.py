@@ -173,3 +173,15 @@ async def test_shutdown_fails_what_is_left(small_engine: Any) -> None:
         async for _ in gen:
             pass
     assert not small_engine.is_alive()
+
+
+def test_models_with_sliding_window_layers_are_refused(tiny_text_dir: Path) -> None:
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from pureinfer.engines.hf_text import HFTextEngine
+
+    config = Qwen2Config(vocab_size=1700, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, use_sliding_window=True,
+                         sliding_window=8, max_window_layers=0)
+    with pytest.raises(ValueError, match="sliding-window"):
+        HFTextEngine(Qwen2ForCausalLM(config), AutoTokenizer.from_pretrained(tiny_text_dir), model_id="windowed")
