@@ -136,15 +136,11 @@ class TextServing:
         if body.min_tokens > max_tokens:
             raise InvalidPayload.field("min_tokens", f"min_tokens ({body.min_tokens}) exceeds max_tokens ({max_tokens})")
 
-        if messages is not None:
-            if not engine.has_chat_template:
-                raise InvalidPayload.field(
-                    "messages", f"model '{alias}' has no chat template; send a raw `prompt` to /generate instead")
-            text = await asyncio.to_thread(_render, engine, messages)
-        else:
-            assert prompt is not None
-            text = prompt
-        ids = await asyncio.to_thread(engine.encode, text)
+        if messages is not None and not engine.has_chat_template:
+            raise InvalidPayload.field(
+                "messages", f"model '{alias}' has no chat template; send a raw `prompt` to /generate instead")
+        # One hop off the event loop for the template and the tokenizer (long prompts take ms).
+        text, ids = await asyncio.to_thread(_render_and_encode, engine, messages, prompt)
         if not ids:
             raise InvalidPayload.field("prompt", "the prompt encodes to zero tokens")
 
@@ -251,11 +247,18 @@ class TextServing:
         return sum(e.num_waiting for e in self.engines.values())
 
 
-def _render(engine: TextEngine, messages: Sequence[dict[str, str]]) -> str:
-    """The model's own chat template; a template that refuses the conversation is the caller's error."""
+def _render_and_encode(engine: TextEngine, messages: Sequence[dict[str, str]] | None,
+                       prompt: str | None) -> tuple[str, list[int]]:
+    """The model's own chat template over the messages (or the raw prompt as it is), and its ids.
+    A template that refuses the conversation is the caller's error."""
     import jinja2
 
-    try:
-        return engine.apply_chat_template(messages)
-    except jinja2.TemplateError as exc:
-        raise InvalidPayload.field("messages", f"the model's chat template refused these messages: {exc}") from None
+    if messages is None:
+        assert prompt is not None
+        text = prompt
+    else:
+        try:
+            text = engine.apply_chat_template(messages)
+        except jinja2.TemplateError as exc:
+            raise InvalidPayload.field("messages", f"the model's chat template refused these messages: {exc}") from None
+    return text, engine.encode(text)
