@@ -113,6 +113,20 @@ async def test_retention_and_idempotent_replay(database_url, tmp_path):
     store.dispose()
 
 
+async def test_nul_characters_do_not_poison_a_batch(database_url, tmp_path):
+    """Random-weight (and real) models can emit U+0000, which PostgreSQL text refuses."""
+    store = open_store(database_url)
+    w = AuditWriter(store, tmp_path / "spill.jsonl")
+    w.record(entry(response_preview="before\x00after", prompt_preview="\x00"))
+    w.record(entry(request_id="neighbour"))
+    await w.flush()
+    assert not w.pending_spill() and w.stats["written"] == 2
+    with store.session() as s:
+        previews = set(s.execute(select(AuditRecord.response_preview)).scalars())
+    assert "before\ufffdafter" in previews
+    store.dispose()
+
+
 async def test_bounded_memory_and_spill_survive_a_restart(database_url, tmp_path):
     dead = open_store(f"postgresql://postgres@127.0.0.1:{free_port()}/test", migrate=False, connect_timeout_s=1)
     spill = tmp_path / "spill.jsonl"

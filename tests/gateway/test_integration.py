@@ -6,6 +6,7 @@ over to the survivor."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -103,7 +104,8 @@ async def test_real_workers_registration_enhance_chat_and_failover(cache_dir, tm
                 if sum(r["status"] == 200 for r in audit) == 1 + 1 + 16 + 6 or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
-            assert sum(r["status"] == 200 for r in audit) == 1 + 1 + 16 + 6
+            health = (await c.get("/health")).json()
+            assert sum(r["status"] == 200 for r in audit) == 1 + 1 + 16 + 6, json.dumps(health)
             assert [r["error_code"] for r in audit if r["status"] != 200] == [r.json()["error_code"]
                                                                           for r in [too_long]]
     finally:

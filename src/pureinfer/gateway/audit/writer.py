@@ -39,6 +39,12 @@ def _to_row(entry: dict[str, Any]) -> dict[str, Any]:
     row = dict(entry)
     if isinstance(row.get("created_at"), str):
         row["created_at"] = datetime.fromisoformat(row["created_at"])
+    for key, value in row.items():
+        # PostgreSQL text cannot hold NUL, and a model (or a caller) can produce one: stored as-is
+        # it fails the whole batch, again on every replay. Previews are previews; the exact text
+        # is proven by messages_sha256, so U+FFFD stands in for the NUL.
+        if isinstance(value, str) and "\x00" in value:
+            row[key] = value.replace("\x00", "\ufffd")
     return row
 
 
@@ -65,6 +71,7 @@ class AuditWriter:
         self._store_ok = True
         self._busy = False
         self._last_retention = 0.0
+        self.last_error: str | None = None
         self.stats = {"recorded": 0, "written": 0, "spilled": 0, "replayed": 0, "store_errors": 0}
 
     # -- the hot path ------------------------------------------------------------------------
@@ -112,6 +119,7 @@ class AuditWriter:
                 written = await anyio.to_thread.run_sync(self._insert, entries, abandon_on_cancel=True)
         except Exception as exc:
             self.stats["store_errors"] += 1
+            self.last_error = type(exc).__name__
             if self._store_ok:
                 log.warning("audit store unavailable; spilling to %s", self.spill_path,
                             extra={"event": "audit_store_down", "error": type(exc).__name__})
@@ -195,5 +203,5 @@ class AuditWriter:
                 self._spill(self._drain())
 
     def status(self) -> dict[str, Any]:
-        return {**self.stats, "buffered": len(self._buf), "store_ok": self._store_ok,
+        return {**self.stats, "buffered": len(self._buf), "store_ok": self._store_ok, "last_error": self.last_error,
                 "spill_pending": self.pending_spill()}

@@ -46,7 +46,14 @@ class _CoalescingStream(httpcore.AsyncNetworkStream):
         return _CoalescingStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
+        try:
+            return self._inner.get_extra_info(info)
+        except AttributeError:
+            # anyio reads the peer name of a socket the worker already closed (a worker killed
+            # between accept and our first read) and fails on the missing socket; httpcore only
+            # asks for "ssl_object" here, and "none" is the right answer on a dead plain socket.
+            # The next read then fails as the connection error it is, which we retry elsewhere.
+            return None
 
 
 class CoalescingBackend(httpcore.AsyncNetworkBackend):
