@@ -9,11 +9,21 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
+import uuid
 from typing import Any, Literal
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+# A caller's X-Request-ID is kept when it is this sane (it ends up in logs, headers and the audit
+# table's 64-character column); anything else is replaced by a fresh id.
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def request_id_from(given: str | None) -> str:
+    return given if given and _SANE_REQUEST_ID.match(given) else uuid.uuid4().hex
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _base_factory = logging.getLogRecordFactory()

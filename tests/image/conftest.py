@@ -72,7 +72,7 @@ def build_app(serving, *, mount_generate: bool = True):
     from fastapi import FastAPI
 
     from pureinfer.api.image.router import build_image_router
-    from pureinfer.worker.errors_http import install_error_handlers
+    from pureinfer.http_errors import install_error_handlers
 
     app = FastAPI()
     install_error_handlers(app)

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from pureinfer.api.text.protocol import GenerateRequest
 from pureinfer.api.text.router import respond
 from pureinfer.errors import InvalidPayload
-from pureinfer.worker.errors_http import validation_to_invalid_payload
+from pureinfer.http_errors import validation_to_invalid_payload
 from pureinfer.worker.runtime import WorkerRuntime
 
 TEXT_ONLY = frozenset({"messages", "max_tokens", "min_tokens", "temperature", "top_p", "top_k", "stop",

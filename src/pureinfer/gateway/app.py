@@ -11,18 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pureinfer.errors import InvalidPayload, PureInferError, as_pureinfer_error, envelope
 from pureinfer.gateway.audit.router import router as audit_router
 from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
@@ -36,11 +31,11 @@ from pureinfer.gateway.workers.registry import WorkerRegistry
 from pureinfer.gateway.workers.router import router as workers_router
 from pureinfer.gateway.workers.transport import worker_http_client
 from pureinfer.gateway.workers.urls import UrlPolicy
-from pureinfer.logging import request_id_var
+from pureinfer.http_errors import install_error_handlers
+from pureinfer.logging import request_id_from, request_id_var
 from pureinfer.store.db import Store, open_store
 
 log = logging.getLogger("pureinfer.gateway")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 
 
 class Gateway:
@@ -76,8 +71,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        rid = request_id_from(next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None))
         scope.setdefault("state", {})["request_id"] = rid
         request_id_var.set(rid)  # every log record of this request carries it (pureinfer.logging)
 
@@ -88,12 +82,6 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
-
-
-def _error_response(request: Request, exc: BaseException) -> JSONResponse:
-    err = as_pureinfer_error(exc)
-    rid = getattr(request.state, "request_id", None)
-    return JSONResponse(envelope(err, rid), status_code=err.http_status, headers=err.headers())
 
 
 def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None,
@@ -132,21 +120,7 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
     app = FastAPI(title="pureinfer gateway", version="0.1.0", lifespan=lifespan)
     app.add_middleware(RequestIdMiddleware)
 
-    @app.exception_handler(PureInferError)
-    async def _pureinfer_error(request: Request, exc: PureInferError) -> JSONResponse:
-        return _error_response(request, exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [{"field": ".".join(str(p) for p in e["loc"] if p != "body") or "body", "message": e["msg"]}
-                  for e in exc.errors()]
-        err = InvalidPayload("; ".join(f"{f['field']}: {f['message']}" for f in fields), {"fields": fields})
-        return _error_response(request, err)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error", exc_info=exc, extra={"event": "gateway_error"})
-        return _error_response(request, exc)
+    install_error_handlers(app)  # the one envelope, as on the workers
 
     @app.get("/health", tags=["ops"])
     async def health(request: Request) -> dict[str, Any]:

@@ -24,9 +24,9 @@ from pureinfer.api.ops.serving import OpsServing
 from pureinfer.api.text.router import build_text_router
 from pureinfer.api.text.serving import TextLimits, TextServing
 from pureinfer.engines.base import TextEngine
+from pureinfer.http_errors import install_error_handlers
 from pureinfer.security import ApiKeys, SignatureVerifier
 from pureinfer.settings import WorkerSettings
-from pureinfer.worker.errors_http import install_error_handlers
 from pureinfer.worker.middleware import Guard, RequestContext
 from pureinfer.worker.runtime import WorkerRuntime
 from pureinfer.worker.state import WorkerState

@@ -11,17 +11,15 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from pureinfer import metrics
 from pureinfer.errors import PayloadTooLarge, PureInferError
-from pureinfer.logging import request_id_var
+from pureinfer.http_errors import error_response
+from pureinfer.logging import request_id_from, request_id_var
 from pureinfer.security import SIGNATURE_HEADER, TIMESTAMP_HEADER, ApiKeys, SignatureVerifier, presented_key
-from pureinfer.worker.errors_http import error_response
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,7 +28,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_log = logging.getLogger("pureinfer.access")
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -49,8 +46,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = _headers(scope).get("x-request-id", "")
-        rid = given if _SANE_ID.match(given) else uuid.uuid4().hex
+        rid = request_id_from(_headers(scope).get("x-request-id"))
         scope.setdefault("state", {})["request_id"] = rid
         token = request_id_var.set(rid)
         status = 500

@@ -1,4 +1,5 @@
-"""Exception handlers: every error leaves as the one envelope (`errors.envelope`) with its status.
+"""HTTP exception handlers shared by the worker and the gateway: every error leaves as the one
+envelope (`errors.envelope`) with its status.
 
 FastAPI's validation errors become INVALID_PAYLOAD with one entry per bad field (`messages.0.role`),
 malformed JSON included; routing misses become NOT_FOUND; anything unknown is a 500 whose text
