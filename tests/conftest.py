@@ -1,4 +1,6 @@
-"""Shared fixtures: the tiny demo models (built once per session, offline) and live servers."""
+"""Shared fixtures: the tiny demo models (built once per session, offline) and, through the
+plugins below, worker clients and the image fixtures. The offline switches are set here, once,
+before anything imports transformers: no test reaches a model hub."""
 
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+pytest_plugins = ["tests.support.worker", "tests.support.image"]
+
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache dir whose demo-models/text holds the tiny text model (what `--demo` serves)."""
-    from pureinfer.worker.demo import ensure_demo_models
+    from pureinfer.engines.demo.build import ensure_demo_models
 
     root = tmp_path_factory.mktemp("pureinfer-cache")
     ensure_demo_models(root / "demo-models", text=True, image=False)

@@ -14,16 +14,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from gw_helpers import (
-    FakeControl,
-    ServerThread,
-    fake_worker_app,
-    gateway_settings,
-)
 from sqlalchemy import create_engine, text
 
 from pureinfer.gateway.app import create_app
 from pureinfer.gateway.workers.urls import UrlPolicy
+from tests.support.gateway import FakeControl, fake_worker_app, gateway_settings
+from tests.support.live import LiveServer
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 _SESSION = uuid.uuid4().hex[:8]
@@ -82,13 +78,13 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 
 
 @pytest.fixture
-def fake_workers() -> Iterator[Callable[..., tuple[FakeControl, ServerThread]]]:
+def fake_workers() -> Iterator[Callable[..., tuple[FakeControl, LiveServer]]]:
     """`fake_workers(name)` starts a fake worker on a free loopback port."""
-    servers: list[ServerThread] = []
+    servers: list[LiveServer] = []
 
-    def start(name: str = "fake", **kw: Any) -> tuple[FakeControl, ServerThread]:
+    def start(name: str = "fake", **kw: Any) -> tuple[FakeControl, LiveServer]:
         ctl = FakeControl(name=name, **kw)
-        srv = ServerThread(fake_worker_app(ctl), lifespan="off").start()
+        srv = LiveServer(fake_worker_app(ctl), lifespan="off").start()
         servers.append(srv)
         return ctl, srv
 

@@ -8,11 +8,11 @@ import logging
 
 import pytest
 import yaml
-from gw_helpers import ADMIN, CALLER, tpl
 
 from pureinfer.cli import main
 from pureinfer.gateway.settings import GatewaySettings
 from pureinfer.logging import JsonFormatter
+from tests.support.gateway import ADMIN, CALLER, tpl
 
 
 def test_templates_cli_import_export(database_url, tmp_path, capsys):

@@ -12,37 +12,36 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gw_helpers import (
+
+from pureinfer.gateway.app import create_app
+from pureinfer.settings import WorkerSettings
+from pureinfer.worker.app import create_app as create_worker_app
+from tests.support.gateway import (
     ADMIN,
     CALLER,
     REG_SECRET,
     WORKER_KEY,
     WORKER_SECRET,
-    ServerThread,
-    free_port,
     gateway_settings,
     tpl,
 )
-
-from pureinfer.gateway.app import create_app
-from pureinfer.settings import WorkerSettings
-from pureinfer.worker.app import create_app as create_worker_app
+from tests.support.live import LiveServer, free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-def real_worker(cache_dir: Path, gateway_url: str | None = None) -> ServerThread:
+def real_worker(cache_dir: Path, gateway_url: str | None = None) -> LiveServer:
     port = free_port()
     settings = WorkerSettings(demo=True, cache_dir=cache_dir, role="chat", api_keys=[WORKER_KEY],
                               signing_secret=WORKER_SECRET, port=port, gateway_url=gateway_url,
                               gateway_secret=REG_SECRET if gateway_url else None,
                               worker_url=f"http://127.0.0.1:{port}", heartbeat_s=0.5)
-    return ServerThread(create_worker_app(settings, text_engines=None), port=port).start()
+    return LiveServer(create_worker_app(settings, text_engines=None), port=port).start()
 
 
 async def test_real_workers_registration_enhance_chat_and_failover(cache_dir, tmp_path, database_url):
     gw_settings = gateway_settings(tmp_path, database_url, health_interval_s=0.3, breaker_failures=2)
-    gateway = ServerThread(create_app(gw_settings)).start()
+    gateway = LiveServer(create_app(gw_settings)).start()
     w1 = real_worker(cache_dir, gateway_url=gateway.url)  # registers itself
     w2 = real_worker(cache_dir)
     try:

@@ -26,65 +26,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pureinfer.engines.base import TextDelta, TextRequest
+from pureinfer.engines.demo.echo import EchoTextEngine
 
 SYSTEM = "You rewrite short image ideas into prompts for the SDXL image model."
 KEY, SECRET, ADMIN = "bench-worker-key", "bench-worker-secret", "bench-admin"
 
 
-class EchoTextEngine:
-    """A `TextEngine` without a model: ChatML rendering, byte tokens, `max_tokens` echo tokens.
-    Used by the bench (and the gateway tests) where the transformers engine is unavailable."""
-
-    model_id = "echo"
-    n_ctx = 4096
-    has_chat_template = True
-
-    def __init__(self) -> None:
-        self._running = 0
-
-    def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
-        return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + \
-            "<|im_start|>assistant\n"
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode())
-
-    async def generate(self, request: TextRequest) -> AsyncIterator[TextDelta]:
-        self._running += 1
-        try:
-            n = request.params.max_tokens
-            for i in range(n):
-                await asyncio.sleep(0)
-                yield TextDelta(f"w{i} ", [100 + i], "length" if i == n - 1 else None)
-        finally:
-            self._running -= 1
-
-    @property
-    def num_running(self) -> int:
-        return self._running
-
-    @property
-    def num_waiting(self) -> int:
-        return 0
-
-    def is_alive(self) -> bool:
-        return True
-
-    async def start(self) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
-
-
 def hf_engine_available() -> bool:
     try:
-        import pureinfer.engines.hf_text  # noqa: F401
+        import pureinfer.engines.text.engine  # noqa: F401
     except ImportError:
         return False
     return True

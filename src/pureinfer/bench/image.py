@@ -59,7 +59,7 @@ async def run_image_bench(*, model: str | None = None, shape: str | None = None,
     import torch
 
     from pureinfer.engines.device import pick_device, pick_dtype
-    from pureinfer.engines.sdxl import SDXLImageEngine
+    from pureinfer.engines.image.sdxl import SDXLImageEngine
     from pureinfer.settings import WorkerSettings
 
     device = pick_device(device)
@@ -104,11 +104,11 @@ async def run_image_bench(*, model: str | None = None, shape: str | None = None,
 
 def _load(model: str | None, shape: str, device: str, dtype: Any, tmp: Path) -> tuple[Any, str]:
     if model is None:
-        from pureinfer.engines.demo_image import build_image_pipeline
+        from pureinfer.engines.demo.image import build_image_pipeline
 
         pipe = build_image_pipeline(shape, work_dir=tmp, device=device, dtype=dtype)
         return pipe.to(device), f"random-{shape}"
-    from pureinfer.engines.sdxl import load_image_engine
+    from pureinfer.engines.image.sdxl import load_image_engine
     from pureinfer.settings import WorkerSettings
 
     engine = load_image_engine(WorkerSettings(image_model=model, device=device))

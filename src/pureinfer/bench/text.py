@@ -273,7 +273,7 @@ def run_cbm(model: Any, prompt_ids: list[int], *, n_requests: int, gen_kwargs: d
 
 def make_prompt(tokenizer: Any, n_tokens: int) -> str:
     """A text that encodes to exactly `n_tokens` tokens (deterministic)."""
-    from pureinfer.engines.demo_text import _corpus
+    from pureinfer.engines.demo.text import _corpus
 
     words = " ".join(_corpus(400, seed=1)).split()
     text = ""
@@ -289,7 +289,7 @@ def make_prompt(tokenizer: Any, n_tokens: int) -> str:
 
 
 def demo_model_dir(shape: str, cache_dir: str | None) -> Path:
-    from pureinfer.engines.demo_text import build_text_model, demo_text_ready
+    from pureinfer.engines.demo.text import build_text_model, demo_text_ready
     from pureinfer.settings import default_cache_dir
 
     root = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -361,7 +361,7 @@ async def run_text_bench(
 
     from pureinfer.engines.base import SamplingParams
     from pureinfer.engines.device import pick_device
-    from pureinfer.engines.hf_text import load_text_engine
+    from pureinfer.engines.text.engine import load_text_engine
 
     def say(msg: str) -> None:
         if progress:

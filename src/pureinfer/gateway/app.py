@@ -18,11 +18,12 @@ import httpx
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pureinfer.db.store import Store, open_store
 from pureinfer.gateway.audit.router import router as audit_router
 from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
-from pureinfer.gateway.enhance.router import router as enhance_router
-from pureinfer.gateway.enhance.service import EnhanceService
+from pureinfer.gateway.prompting.router import router as enhance_router
+from pureinfer.gateway.prompting.service import EnhanceService
 from pureinfer.gateway.settings import GatewaySettings
 from pureinfer.gateway.templates.router import router as templates_router
 from pureinfer.gateway.templates.service import TemplateService
@@ -33,7 +34,6 @@ from pureinfer.gateway.workers.transport import worker_http_client
 from pureinfer.gateway.workers.urls import UrlPolicy
 from pureinfer.http_errors import install_error_handlers
 from pureinfer.logging import request_id_from, request_id_var
-from pureinfer.store.db import Store, open_store
 
 log = logging.getLogger("pureinfer.gateway")
 

@@ -37,8 +37,8 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> Any:
+    from pureinfer.db import open_store
     from pureinfer.gateway.settings import GatewaySettings
-    from pureinfer.store import open_store
 
     settings = GatewaySettings(**_settings_kwargs(args, ["database_url", "cache_dir"]))
     return open_store(settings.effective_database_url)

@@ -19,15 +19,15 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from pureinfer.api.ops.router import build_ops_router
-from pureinfer.api.ops.serving import OpsServing
-from pureinfer.api.text.router import build_text_router
-from pureinfer.api.text.serving import TextLimits, TextServing
+from pureinfer.api.native.router import build_text_router
+from pureinfer.api.native.serving import TextLimits, TextServing
 from pureinfer.engines.base import TextEngine
 from pureinfer.http_errors import install_error_handlers
 from pureinfer.security import ApiKeys, SignatureVerifier
 from pureinfer.settings import WorkerSettings
 from pureinfer.worker.middleware import Guard, RequestContext
+from pureinfer.worker.ops.router import build_ops_router
+from pureinfer.worker.ops.serving import OpsServing
 from pureinfer.worker.runtime import WorkerRuntime
 from pureinfer.worker.state import WorkerState
 
@@ -60,7 +60,7 @@ def create_app(settings: WorkerSettings, *, text_engines: dict[str, TextEngine] 
             raise
         tasks.append(asyncio.create_task(_watch_engines(runtime, on_fatal), name="engine-watchdog"))
         if settings.gateway_url:
-            from pureinfer.gateway.registration import run_registration
+            from pureinfer.worker.registration import run_registration
 
             doc = OpsServing(runtime, _endpoints(app)).worker_info()["worker_info"]
             tasks.append(asyncio.create_task(run_registration(settings, doc), name="gateway-registration"))
@@ -89,7 +89,7 @@ def create_app(settings: WorkerSettings, *, text_engines: dict[str, TextEngine] 
 
         app.include_router(build_image_router(runtime.require_image, mount_generate=(role.value == "image")))
     if role.value == "all":
-        from pureinfer.api.generate_dispatch import build_dispatch_router
+        from pureinfer.worker.generate_dispatch import build_dispatch_router
 
         app.include_router(build_dispatch_router(runtime))
 
@@ -118,7 +118,7 @@ async def _load_models(rt: WorkerRuntime, injected: dict[str, TextEngine] | None
 
     s = rt.settings
     if s.demo:
-        from pureinfer.worker.demo import ensure_demo_models
+        from pureinfer.engines.demo.build import ensure_demo_models
 
         await asyncio.to_thread(ensure_demo_models, s.demo_dir, s.role.serves_text and injected is None,
                                 s.role.serves_images)
@@ -132,7 +132,7 @@ async def _load_models(rt: WorkerRuntime, injected: dict[str, TextEngine] | None
         rt.text = TextServing(engines, rt.admission, limits)
     if s.role.serves_images:
         from pureinfer.api.image.serving import ImageServing
-        from pureinfer.engines.sdxl import load_image_engine
+        from pureinfer.engines.image.sdxl import load_image_engine
         from pureinfer.storage import build_object_store
 
         image_engine = await asyncio.to_thread(load_image_engine, s)
@@ -141,7 +141,7 @@ async def _load_models(rt: WorkerRuntime, injected: dict[str, TextEngine] | None
 
 
 async def _load_text_engines(rt: WorkerRuntime) -> dict[str, TextEngine]:
-    from pureinfer.engines.hf_text import load_text_engine
+    from pureinfer.engines.text.engine import load_text_engine
 
     s = rt.settings
     specs = s.text_model_specs(cuda=(rt.device or "cpu").startswith("cuda"))

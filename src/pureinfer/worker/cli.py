@@ -126,7 +126,7 @@ def serve_worker(settings: Any) -> int:
 
 
 def run_demo_models(args: argparse.Namespace) -> int:
-    from pureinfer.worker.demo import ensure_demo_models
+    from pureinfer.engines.demo.build import ensure_demo_models
 
     ensure_demo_models(args.dir, text=args.only in (None, "text"), image=args.only in (None, "image"),
                        text_shape=args.text_shape, image_shape=args.image_shape)

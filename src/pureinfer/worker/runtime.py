@@ -8,14 +8,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pureinfer.api.admission import Admission
 from pureinfer.errors import WorkerUnavailable
 from pureinfer.metrics import RollingWindow
 from pureinfer.settings import WorkerSettings
-from pureinfer.worker.admission import Admission
 from pureinfer.worker.state import Lifecycle, WorkerState
 
 if TYPE_CHECKING:
-    from pureinfer.api.text.serving import TextServing
+    from pureinfer.api.native.serving import TextServing
 
 
 @dataclass

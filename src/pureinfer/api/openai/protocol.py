@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pureinfer.api.text.protocol import SamplingFields
+from pureinfer.api.native.protocol import SamplingFields
 
 
 class TextPart(BaseModel):

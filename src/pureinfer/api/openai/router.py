@@ -11,9 +11,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from pureinfer.api.native.serving import PreparedText, TextServing
 from pureinfer.api.openai.protocol import ChatCompletionRequest, model_card
 from pureinfer.api.sse import sse_response
-from pureinfer.api.text.serving import PreparedText, TextServing
 
 
 def build_openai_router(get_serving: Callable[[], TextServing]) -> APIRouter:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from pureinfer.store.models import AuditRecord
+from pureinfer.db.models import AuditRecord
 
 
 def insert_new(s: Session, entries: list[dict[str, Any]]) -> int:

@@ -7,10 +7,10 @@ from datetime import datetime
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
 
+from pureinfer.db.store import as_utc
 from pureinfer.gateway.audit import repository as repo
 from pureinfer.gateway.audit.protocol import AuditOut, AuditPage
 from pureinfer.gateway.auth import admin_dep
-from pureinfer.store.db import as_utc
 
 router = APIRouter(tags=["audit"], dependencies=[Depends(admin_dep)])
 

@@ -29,8 +29,8 @@ from typing import Any
 
 import anyio
 
+from pureinfer.db.store import Store
 from pureinfer.gateway.audit import repository as repo
-from pureinfer.store.db import Store
 
 log = logging.getLogger("pureinfer.gateway.audit")
 

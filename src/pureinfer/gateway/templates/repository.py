@@ -15,6 +15,8 @@ from typing import Any
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
+from pureinfer.db.models import TemplateGeneration, TemplateLabel, TemplateVersion, utcnow
+from pureinfer.db.store import as_utc
 from pureinfer.errors import InvalidPayload, NotFound
 from pureinfer.gateway.templates.protocol import (
     LATEST,
@@ -23,8 +25,6 @@ from pureinfer.gateway.templates.protocol import (
     TemplateOut,
     TemplateView,
 )
-from pureinfer.store.db import as_utc
-from pureinfer.store.models import TemplateGeneration, TemplateLabel, TemplateVersion, utcnow
 
 CONTENT_FIELDS = tuple(TemplateFields.model_fields)
 

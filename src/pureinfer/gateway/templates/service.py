@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 import yaml
 
+from pureinfer.db.store import Store
 from pureinfer.errors import InternalError, PureInferError, TemplateNotFound
 from pureinfer.gateway.templates import repository as repo
 from pureinfer.gateway.templates.protocol import (
@@ -41,7 +42,6 @@ from pureinfer.gateway.templates.protocol import (
     TemplateUpdate,
     TemplateView,
 )
-from pureinfer.store.db import Store
 
 log = logging.getLogger("pureinfer.gateway.templates")
 

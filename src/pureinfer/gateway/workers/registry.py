@@ -21,13 +21,13 @@ from typing import Any
 import anyio
 import httpx
 
+from pureinfer.db.store import Store, as_utc
 from pureinfer.errors import InvalidPayload, WorkerUnavailable
 from pureinfer.gateway.settings import GatewaySettings
 from pureinfer.gateway.workers import repository as repo
 from pureinfer.gateway.workers.breaker import CircuitBreaker
 from pureinfer.gateway.workers.protocol import WorkerOut
 from pureinfer.gateway.workers.urls import UrlPolicy
-from pureinfer.store.db import Store, as_utc
 
 log = logging.getLogger("pureinfer.gateway.workers")
 

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from pureinfer.db.models import WorkerRecord, utcnow
 from pureinfer.errors import NotFound
-from pureinfer.store.models import WorkerRecord, utcnow
 
 
 def worker_id_for(url: str) -> str:

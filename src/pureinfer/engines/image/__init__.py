@@ -1,0 +1,1 @@
+"""The image engine: SDXL through diffusers, with request batching (see sdxl.py)."""

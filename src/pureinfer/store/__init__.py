@@ -1,6 +1,0 @@
-"""The SQL store: SQLAlchemy 2 models (kept apart from wire models) and the Alembic migrations
-that create them. `db.open_store(url)` runs the migrations programmatically and returns an engine."""
-
-from pureinfer.store.db import Store, open_store
-
-__all__ = ["Store", "open_store"]

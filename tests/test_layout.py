@@ -1,0 +1,116 @@
+"""The import direction of ARCHITECTURE.md's layout, checked over the source's own `import`
+statements (every one, also those inside functions and `if TYPE_CHECKING:` blocks).
+
+    core (errors, settings, logging, metrics, security, http_errors)
+      -> engines/, storage/, db/, queue/      each imports core and itself only
+      -> api/                                 the worker's HTTP surfaces
+      -> worker/                              composition: app, CLI, lifecycle
+    gateway/ on its own floor: core, db/, storage/, queue/; never api/, worker/, engines/
+    serve.py, console/, bench/, cli.py on top.
+
+Wire-format modules (`protocol.py`) import neither torch nor SQLAlchemy nor FastAPI.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "pureinfer"
+
+CORE = {"errors", "settings", "logging", "metrics", "security", "http_errors", "__init__"}
+FOUNDATION = {"engines", "storage", "db", "queue"}
+ALLOWED: dict[str, set[str]] = {
+    "core": {"core"},
+    **{part: {"core", part} for part in FOUNDATION},
+    "api": {"core", *FOUNDATION, "api"},
+    "worker": {"core", *FOUNDATION, "api", "worker"},
+    "gateway": {"core", "db", "storage", "queue", "gateway"},
+}
+TOP = {"serve", "console", "bench", "cli"}  # may import anything
+PROTOCOL_FORBIDDEN = ("torch", "sqlalchemy", "fastapi", "starlette", "transformers", "diffusers")
+
+
+def part_of(module: str) -> str:
+    """`pureinfer.api.native.serving` -> "api"; core modules -> "core"."""
+    first = module.split(".")[1] if "." in module else "__init__"
+    return "core" if first in CORE else first
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module) for every import in the file, relative ones resolved."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            found.append((node.lineno, mod))
+            # `from pureinfer import x`: judge the submodule x where x is one (else it is core's).
+            if mod == "pureinfer":
+                found += [(node.lineno, f"pureinfer.{alias.name}") for alias in node.names
+                          if (SRC / f"{alias.name}.py").exists() or (SRC / alias.name).is_dir()]
+    return found
+
+
+def sources() -> list[Path]:
+    return sorted(p for p in SRC.rglob("*.py") if "migrations" not in p.parts)
+
+
+def test_the_source_tree_is_there() -> None:
+    parts = {part_of(module_name(p)) for p in sources()}
+    assert {"core", "engines", "api", "worker", "gateway", "storage", "db", "bench"} <= parts
+
+
+def test_imports_run_one_way() -> None:
+    wrong: list[str] = []
+    for path in sources():
+        here = part_of(module_name(path))
+        if here in TOP:
+            continue
+        assert here in ALLOWED, f"{path}: part '{here}' has no place in the layout; add it to ALLOWED"
+        for line, mod in imports_of(path):
+            if not mod.startswith("pureinfer.") and mod != "pureinfer":
+                continue
+            there = part_of(mod)
+            if there not in ALLOWED[here]:
+                wrong.append(f"{path.relative_to(SRC.parent)}:{line} ({here}) imports {mod} ({there})")
+    assert not wrong, "imports against the layout's direction:\n" + "\n".join(wrong)
+
+
+def test_protocol_modules_are_wire_formats_only() -> None:
+    wrong = [
+        f"{path.relative_to(SRC.parent)}:{line} imports {mod}"
+        for path in sources() if path.name == "protocol.py"
+        for line, mod in imports_of(path) if mod.split(".")[0] in PROTOCOL_FORBIDDEN
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
+    """The rule bites: an engine importing the API, and a relative import climbing out, are found."""
+    fake = tmp_path / "pureinfer" / "engines" / "text"
+    fake.mkdir(parents=True)
+    (fake / "bad.py").write_text("from pureinfer.api.native import serving\nfrom ...worker import app\n")
+    global SRC
+    saved, SRC = SRC, tmp_path / "pureinfer"
+    try:
+        mods = [m for _, m in imports_of(fake / "bad.py")]
+        assert mods == ["pureinfer.api.native", "pureinfer.worker"]
+        assert {part_of(m) for m in mods} - ALLOWED["engines"] == {"api", "worker"}
+    finally:
+        SRC = saved
