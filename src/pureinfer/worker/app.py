@@ -4,7 +4,7 @@ Lifecycle: the app starts STARTING, loads its models in the lifespan (building t
 first with --demo), turns READY, and watches its engines: an engine whose loop dies turns the
 worker FAILED (unready) and calls `on_fatal`, which the CLI uses to exit so a supervisor restarts
 it (vLLM's launcher does the same). `drain()` is SIGTERM's first half: DRAINING refuses new work
-while in-flight requests finish.
+while in-flight requests, text and image alike (both hold admission permits), finish.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ async def _load_models(rt: WorkerRuntime, injected: dict[str, TextEngine] | None
 
         image_engine = await asyncio.to_thread(load_image_engine, s)
         await image_engine.start()
-        rt.image = ImageServing(image_engine, build_object_store(s), s)
+        rt.image = ImageServing(image_engine, build_object_store(s), s, rt.admission)
 
 
 async def _load_text_engines(rt: WorkerRuntime) -> dict[str, TextEngine]:
@@ -180,8 +180,8 @@ async def _watch_engines(rt: WorkerRuntime, on_fatal: Callable[[], None] | None,
 
 
 async def drain(rt: WorkerRuntime, timeout_s: float) -> bool:
-    """Stop admitting (readiness false, new requests 503) and wait for in-flight work to finish.
-    Returns True when everything finished inside the timeout."""
+    """Stop admitting (readiness false, new requests 503) and wait for in-flight work, text and
+    image, to finish. Returns True when everything finished inside the timeout."""
     if rt.lifecycle.state == WorkerState.READY:
         rt.lifecycle.to(WorkerState.DRAINING)
     deadline = time.monotonic() + timeout_s
