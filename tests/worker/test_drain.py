@@ -1,5 +1,6 @@
 """SIGTERM on a real `pureinfer worker` process: ready turns false, new work gets 503, the
-requests in flight, text and image alike, finish, then the process exits 0."""
+requests in flight, text and image alike, finish, then the process exits 0 — or, when the drain
+timeout passes with work still in flight, exits 1 and logs how many requests were cut."""
 
 from __future__ import annotations
 
@@ -112,3 +113,28 @@ def test_sigterm_lets_an_image_request_finish_and_refuses_new_ones(image_model_d
         assert image["seed"] == 9 and base64.b64decode(image["b64_json"]).startswith(b"\x89PNG")
         assert proc.wait(timeout=60) == 0
 
+
+def test_drain_timeout_with_work_in_flight_exits_non_zero(cache_dir: Path) -> None:
+    with worker("--demo", "--cache-dir", str(cache_dir), "--drain-timeout-s", "0") as (proc, url):
+        streaming = threading.Event()
+
+        def in_flight() -> None:
+            body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1900, "min_tokens": 1900,
+                    "stream": True}
+            try:
+                with httpx.stream("POST", url + "/chat", json=body, timeout=300) as r:
+                    for ln in r.iter_lines():
+                        if ln.startswith("data: "):
+                            streaming.set()
+            except httpx.TransportError:
+                pass  # cut at exit: the point of this test
+
+        t = threading.Thread(target=in_flight)
+        t.start()
+        assert streaming.wait(60), "the in-flight request never started streaming"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 1
+        t.join(timeout=60)
+        logs = [json.loads(line) for line in proc.stderr.read().decode().splitlines() if line.startswith("{")]
+        cut = [rec for rec in logs if rec.get("requests_cut") is not None]
+        assert cut and cut[0]["requests_cut"] == 1 and cut[0]["level"] == "ERROR", logs

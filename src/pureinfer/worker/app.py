@@ -179,13 +179,20 @@ async def _watch_engines(rt: WorkerRuntime, on_fatal: Callable[[], None] | None,
         await asyncio.sleep(every_s)
 
 
-async def drain(rt: WorkerRuntime, timeout_s: float) -> bool:
+async def drain(rt: WorkerRuntime, timeout_s: float) -> int:
     """Stop admitting (readiness false, new requests 503) and wait for in-flight work, text and
-    image, to finish. Returns True when everything finished inside the timeout."""
+    image, to finish. Returns how many requests were still in flight when the timeout passed:
+    exiting now cuts them, so the caller exits non-zero (0: everything finished)."""
     if rt.lifecycle.state == WorkerState.READY:
         rt.lifecycle.to(WorkerState.DRAINING)
     deadline = time.monotonic() + timeout_s
     while rt.admission.in_flight > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    log.info("drained", extra={"in_flight_left": rt.admission.in_flight})
-    return rt.admission.in_flight == 0
+    left = rt.admission.in_flight
+    if left:
+        log.error("drain timed out: exiting with requests in flight, which are cut",
+                  extra={"requests_cut": left, "in_flight_by_kind": dict(rt.admission.counts),
+                         "drain_timeout_s": timeout_s})
+    else:
+        log.info("drained", extra={"in_flight_left": 0})
+    return left
