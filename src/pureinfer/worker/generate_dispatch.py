@@ -21,6 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from pureinfer.api.disconnect import unless_disconnected
 from pureinfer.api.native.protocol import GenerateRequest
 from pureinfer.api.native.router import respond
 from pureinfer.errors import InvalidPayload
@@ -74,6 +75,6 @@ def build_dispatch_router(runtime: WorkerRuntime) -> APIRouter:
             raise validation_to_invalid_payload(list(exc.errors())) from None
         from pureinfer.api.image.router import native_answer
 
-        return await native_answer(runtime.require_image(), image_req, request)
+        return await unless_disconnected(request.receive, native_answer(runtime.require_image(), image_req, request))
 
     return router

@@ -1,4 +1,5 @@
-"""Thin routes of the image surface; all logic lives in `ImageServing`."""
+"""Thin routes of the image surface; all logic lives in `ImageServing`. A client that disconnects
+cancels its request (api/disconnect.py), which drops it from the engine's queue or batch."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from pureinfer.api.disconnect import unless_disconnected
 from pureinfer.api.image.protocol import (
     ImageGenerateRequest,
     ImageGenerateResponse,
@@ -35,12 +37,12 @@ def build_image_router(serving: ServingSource, *, mount_generate: bool) -> APIRo
         @router.post("/generate", response_model=ImageGenerateResponse)
         async def generate(body: ImageGenerateRequest, request: Request) -> Response:
             """Generate images (the native contract, plus num_images, scheduler, output, truncate)."""
-            return await native_answer(get_serving(), body, request)
+            return await unless_disconnected(request.receive, native_answer(get_serving(), body, request))
 
     @router.post("/v1/images/generations", response_model=OpenAIImagesResponse, tags=["openai"])
     async def openai_images(body: OpenAIImageRequest, request: Request) -> Response:
         """OpenAI's images API on the same engine; `seed` and SDXL knobs are extensions."""
-        return await _openai_answer(get_serving(), body, request)
+        return await unless_disconnected(request.receive, _openai_answer(get_serving(), body, request))
 
     @router.get("/files/{key:path}", response_class=FileResponse)
     async def files(key: str) -> FileResponse:

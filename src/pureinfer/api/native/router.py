@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from pureinfer.api.disconnect import unless_disconnected
 from pureinfer.api.native.protocol import ChatRequest, GenerateRequest, Surface, TextResponse
 from pureinfer.api.native.serving import CompletionBuilder, TextGeneration, TextServing
 from pureinfer.api.sse import sse_response
@@ -20,7 +21,7 @@ async def respond(serving: TextServing, surface: Surface, body: ChatRequest | Ge
     if body.stream:
         return sse_response(_events(serving, g), g.valid.request_id, on_close=g.aclose)
     async with g:
-        return await _json(serving, g)
+        return await unless_disconnected(request.receive, _json(serving, g))
 
 
 async def _json(serving: TextServing, g: TextGeneration) -> Response:

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from pureinfer.api.disconnect import unless_disconnected
 from pureinfer.api.native.serving import TextGeneration, TextServing
 from pureinfer.api.native.validation import ValidTextRequest
 from pureinfer.api.openai.protocol import ChatCompletionRequest, model_card
@@ -34,7 +35,7 @@ def build_openai_router(get_serving: Callable[[], TextServing]) -> APIRouter:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return sse_response(_chunks(g, created, include_usage), g.valid.request_id, on_close=g.aclose)
         async with g:
-            return await _completion(g, created)
+            return await unless_disconnected(request.receive, _completion(g, created))
 
     return router
 
