@@ -69,6 +69,12 @@ class TextEngine(Protocol):
     n_ctx: int  # context length: prompt tokens + generated tokens must fit
     has_chat_template: bool
 
+    @property
+    def control_tokens(self) -> frozenset[str]:
+        """Every string the tokenizer turns into a special or added token instead of text (chat
+        markup such as ``<|im_start|>``). Admission refuses message contents that hold one."""
+        ...
+
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
         """The tokenizer's own template, `add_generation_prompt=True`: the only prompt transformation.
         Requires `has_chat_template`; a template that refuses the conversation is INVALID_PAYLOAD."""

@@ -58,7 +58,8 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: str = Field(description="Text; a content holding one of the tokenizer's control tokens "
+                         "(e.g. <|im_start|>) is refused, so it can never forge a turn")
 
 
 class SamplingFields(BaseModel):
@@ -139,7 +140,8 @@ class GenerateRequest(SamplingFields):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[Message] | None = Field(default=None, min_length=1)
-    prompt: str | None = Field(default=None, min_length=1)
+    prompt: str | None = Field(default=None, min_length=1,
+                               description="Sent to the model as it is, special tokens included")
 
     def chat_messages(self) -> list[dict[str, str]] | None:
         return None if self.messages is None else [m.model_dump() for m in self.messages]

@@ -7,12 +7,24 @@ In this order, after the permit was taken and before anything reaches an engine:
      rest, and the seed, the caller's or drawn here, so every response can report the seed it
      used;
   3. the input: exactly one of `messages` (chat template) or a raw `prompt` (/generate);
-     messages need a model with a chat template;
+     messages need a model with a chat template, and no message content may hold a control token;
   4. the prompt: the tokenizer's own chat template over the messages, untouched, or the raw
      prompt as it is; the SHA-256 of that text is the proof of what ran;
   5. the limits: max_tokens against the configured maximum, prompt + max_tokens against the
      context (TOKEN_LIMIT_EXCEEDED with the counts). Nothing is ever truncated.
 The deadline (`request_timeout_s`, queue time included) counts from the moment of admission.
+
+Message contents are text, never markup
+---------------------------------------
+A message content that holds one of the tokenizer's control tokens (every special or added
+token: `<|im_start|>`, `<|im_end|>`, `<tool_call>`, ...) is refused with INVALID_PAYLOAD naming
+the field (`messages.1.content`) and the tokens. Tokenized as it is, such a content would become
+real control tokens, and the model would see turns no caller sent as turns (an extra system
+message), so the chat template would no longer be the only markup. We refuse rather than
+tokenize contents as plain text because then the rendered prompt has exactly one tokenization,
+`encode(rendered)`: `prompt_sha256` of the rendered text pins the token sequence the model
+received, which an escaping tokenizer would make ambiguous. A raw `prompt` on /generate is the
+caller's exact text, special tokens included.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,6 +90,7 @@ class TextValidation:
         self.engines = engines
         self.default_alias = next(iter(engines))
         self.limits = limits
+        self._markup = {alias: _markup_pattern(e.control_tokens) for alias, e in engines.items()}
 
     async def validate(self, surface: Surface, body: SamplingFields, request_id: str,
                        admitted_at: float) -> ValidTextRequest:
@@ -99,8 +113,8 @@ class TextValidation:
         if messages is not None and not engine.has_chat_template:
             raise InvalidPayload.field(
                 "messages", f"model '{alias}' has no chat template; send a raw `prompt` to /generate instead")
-        # 4. The prompt: one hop off the event loop for the template and the tokenizer.
-        text, ids = await asyncio.to_thread(_render_and_encode, engine, messages, prompt)
+        # 4. The prompt: one hop off the event loop for the scan, the template and the tokenizer.
+        text, ids = await asyncio.to_thread(_render_and_encode, engine, self._markup[alias], messages, prompt)
         if not ids:
             raise InvalidPayload.field("prompt", "the prompt encodes to zero tokens")
         # 5. The limits.
@@ -130,12 +144,37 @@ class TextValidation:
                 details)
 
 
-def _render_and_encode(engine: TextEngine, messages: Sequence[dict[str, str]] | None,
-                       prompt: str | None) -> tuple[str, list[int]]:
+def _markup_pattern(tokens: frozenset[str]) -> re.Pattern[str] | None:
+    """One regex for all of a tokenizer's control tokens (longest first), compiled once per model."""
+    if not tokens:
+        return None
+    return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
+
+
+def _render_and_encode(engine: TextEngine, markup: re.Pattern[str] | None,
+                       messages: Sequence[dict[str, str]] | None, prompt: str | None) -> tuple[str, list[int]]:
     """The model's own chat template over the messages (or the raw prompt as it is), and its ids."""
     if messages is None:
         assert prompt is not None
         return prompt, engine.encode(prompt)
+    _refuse_markup(messages, markup)
     text = engine.apply_chat_template(messages)
     return text, engine.encode(text)
 
+
+def _refuse_markup(messages: Sequence[dict[str, str]], markup: re.Pattern[str] | None) -> None:
+    """INVALID_PAYLOAD naming every message content that holds a control token (module docstring)."""
+    if markup is None:
+        return
+    fields: list[dict[str, str]] = []
+    found: set[str] = set()
+    for i, message in enumerate(messages):
+        tokens = sorted(set(markup.findall(message["content"])))
+        if tokens:
+            found.update(tokens)
+            fields.append({"field": f"messages.{i}.content",
+                           "message": f"holds the tokenizer's control token(s) {' '.join(tokens)}; "
+                                      "message contents are text and cannot carry chat markup"})
+    if fields:
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:3])
+        raise InvalidPayload(f"Invalid request: {summary}", {"fields": fields, "control_tokens": sorted(found)})

@@ -19,6 +19,7 @@ class EchoTextEngine:
     model_id = "echo"
     n_ctx = 4096
     has_chat_template = True
+    control_tokens = frozenset({"<|im_start|>", "<|im_end|>"})
 
     def __init__(self) -> None:
         self._running = 0

@@ -41,6 +41,7 @@ alone sees exactly the shapes a batch-1 ``generate()`` sees, so greedy output al
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import AsyncGenerator
@@ -149,6 +150,14 @@ class HFTextEngine:
         self.steps = 0  # decoding steps run (for metrics and tests)
 
     # -- the TextEngine protocol ---------------------------------------------------------
+
+    @functools.cached_property
+    def control_tokens(self) -> frozenset[str]:
+        # Every added token, special or not: Qwen's <tool_call> and <|fim_*|> are "not special"
+        # yet are markup all the same. Added tokens made only of whitespace (some code models
+        # add runs of spaces) are text, and could forge nothing.
+        added = {t.content for t in self.tokenizer.added_tokens_decoder.values()}
+        return frozenset(t for t in added | set(self.tokenizer.all_special_tokens) if t.strip())
 
     def apply_chat_template(self, messages: Seq[dict[str, str]]) -> str:
         import jinja2
