@@ -55,11 +55,18 @@ def local_store(image_settings):
     return build_object_store(image_settings.model_copy(update={"public_base_url": "http://testserver"}))
 
 
+def open_gate(settings: Any) -> Any:
+    """An admission gate that is always ready, with the worker's limits for `settings`."""
+    from pureinfer.api.admission import Admission
+
+    return Admission.for_settings(settings, is_ready=lambda: True)
+
+
 @pytest.fixture(scope="session")
 def image_serving(image_engine, local_store, image_settings):
     from pureinfer.api.image.serving import ImageServing
 
-    return ImageServing(image_engine, local_store, image_settings)
+    return ImageServing(image_engine, local_store, image_settings, open_gate(image_settings))
 
 
 def build_app(serving, *, mount_generate: bool = True):

@@ -1,32 +1,42 @@
-"""Admission control (TGI's `Infer` + `Queue` idea): a bounded number of requests in flight.
+"""Admission control (TGI's `Infer` + `Queue` idea): one gate for all work, per-kind limits.
 
-A request is admitted before any tokenizing work: at most `max_running + max_queued` may be in
-flight at once (the engine runs up to `max_running` of them; the rest wait for a slot). Past
-that the caller gets WORKER_OVERLOADED with Retry-After at once instead of queueing unboundedly.
-While the worker is not READY (starting, draining) nothing is admitted.
+Every request that will reach an engine, text or image, takes a permit here first, before any
+tokenizing work: past its kind's limit the caller gets WORKER_OVERLOADED with Retry-After at once
+instead of queueing unboundedly, and while the worker is not READY (starting, draining) nothing
+is admitted (WORKER_UNAVAILABLE). Draining waits for `in_flight` to reach zero, so it waits for
+text and images alike.
+
+The engines are sized from the same settings, so what the gate lets in always fits: a text
+engine holds `max_running + max_queued` requests (its scheduler asserts it), the image engine
+queues up to `max_queued` (a request leaves its queue when its batch starts).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 from pureinfer import metrics
 from pureinfer.errors import WorkerOverloaded, WorkerUnavailable
+from pureinfer.settings import WorkerSettings
+
+Kind = Literal["text", "image"]
 
 
-class Slot:
-    """One admitted request. Released exactly once, by `release()` or leaving a `with` block:
-    a streaming response takes the slot along and releases it when the stream ends."""
+class Permit:
+    """One admitted request. Released exactly once, by `release()` (idempotent) or by leaving a
+    `with` block: whoever owns the response releases it when the work ends, in every path."""
 
-    def __init__(self, admission: Admission) -> None:
+    def __init__(self, admission: Admission, kind: Kind) -> None:
         self._admission: Admission | None = admission
+        self.kind = kind
 
     def release(self) -> None:
         if self._admission is not None:
-            self._admission.in_flight -= 1
+            self._admission.counts[self.kind] -= 1
             self._admission = None
 
-    def __enter__(self) -> Slot:
+    def __enter__(self) -> Permit:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -34,24 +44,29 @@ class Slot:
 
 
 class Admission:
-    def __init__(self, max_running: int, max_queued: int, is_ready: Callable[[], bool]) -> None:
-        self.capacity = max_running + max_queued
-        self.max_running = max_running
-        self.max_queued = max_queued
+    def __init__(self, limits: dict[Kind, int], is_ready: Callable[[], bool]) -> None:
+        self.limits = limits
+        self.counts: dict[Kind, int] = dict.fromkeys(limits, 0)
         self._is_ready = is_ready
-        self.in_flight = 0
 
-    def acquire(self, kind: str = "text") -> Slot:
-        """Take a slot or raise. Runs on the event loop, so the counter needs no lock."""
+    @classmethod
+    def for_settings(cls, s: WorkerSettings, is_ready: Callable[[], bool]) -> Admission:
+        """The limits the engines are sized for (see the module docstring)."""
+        return cls({"text": s.max_running_requests + s.max_queued_requests, "image": s.max_queued_requests},
+                   is_ready)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self.counts.values())
+
+    def acquire(self, kind: Kind) -> Permit:
+        """Take a permit or raise. Runs on the event loop, so the counters need no lock."""
         if not self._is_ready():
             metrics.REJECTIONS.labels(reason="not_ready").inc()
             raise WorkerUnavailable("The worker is not ready (starting or shutting down)", {"kind": kind})
-        if self.in_flight >= self.capacity:
+        if self.counts[kind] >= self.limits[kind]:
             metrics.REJECTIONS.labels(reason="overloaded").inc()
-            raise WorkerOverloaded(
-                "The worker is at capacity",
-                {"in_flight": self.in_flight, "max_running_requests": self.max_running,
-                 "max_queued_requests": self.max_queued},
-            )
-        self.in_flight += 1
-        return Slot(self)
+            raise WorkerOverloaded(f"The worker is at capacity for {kind} requests",
+                                   {"kind": kind, "in_flight": self.counts[kind], "limit": self.limits[kind]})
+        self.counts[kind] += 1
+        return Permit(self, kind)

@@ -2,18 +2,22 @@
 
 Each event is one `data: <json>` line; the stream ends with `data: [DONE]` (OpenAI's convention).
 An error after the stream began cannot change the HTTP status any more, so it arrives as
-`data: {"error": <the envelope>}` followed by `[DONE]`. A client that disconnects cancels the
-producing generator, whose `finally` aborts the request in the engine.
+`data: {"error": <the envelope>}` followed by `[DONE]`.
+
+The response, not the event generator, ends the work: `on_close` runs when the response ends in
+any way, also when it is cancelled before the generator's first step (a client that left at
+once), where no code of the generator would ever run and its `finally` could release nothing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from sse_starlette.sse import EventSourceResponse
+from starlette.types import Receive, Scope, Send
 
 from pureinfer import metrics
 from pureinfer.errors import as_pureinfer_error, envelope
@@ -40,9 +44,23 @@ async def _frames(events: AsyncIterator[dict[str, Any]], request_id: str) -> Asy
     yield {"data": DONE}
 
 
-def sse_response(events: AsyncIterator[dict[str, Any]], request_id: str) -> EventSourceResponse:
-    return EventSourceResponse(
-        _frames(events, request_id),
+class _ClosingEventSourceResponse(EventSourceResponse):
+    def __init__(self, frames: AsyncIterator[dict[str, str]], on_close: Callable[[], Awaitable[None]],
+                 headers: dict[str, str]) -> None:
+        super().__init__(frames, headers=headers, ping=15)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._on_close()
+
+
+def sse_response(events: AsyncIterator[dict[str, Any]], request_id: str,
+                 on_close: Callable[[], Awaitable[None]]) -> EventSourceResponse:
+    """`events` as SSE; `on_close` (once, in every path) releases what the stream holds."""
+    return _ClosingEventSourceResponse(
+        _frames(events, request_id), on_close,
         headers={"X-Request-ID": request_id, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        ping=15,
     )

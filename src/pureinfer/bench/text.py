@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -379,7 +380,9 @@ async def run_text_bench(
     prompt_ids = engine.encode(prompt)
     top_p = 0.9 if temperature > 0 else 1.0
     sampling: dict[str, Any] = {"temperature": temperature, "top_p": top_p}
-    params = SamplingParams(max_tokens=max_tokens, min_tokens=max_tokens, temperature=temperature, top_p=top_p)
+    # Every request samples from seed 0: outputs alike, which the fixed lengths make irrelevant here.
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=0,
+                            min_tokens=max_tokens, repetition_penalty=1.0, stop=(), seed=0)
     gen_kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "min_new_tokens": max_tokens}
     gen_kwargs.update({"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": temperature,
                                                                        "top_p": 0.9, "top_k": 0})
@@ -397,7 +400,7 @@ async def run_text_bench(
     # Warm-up: first calls allocate and pick kernels.
     say("warm-up")
     await run_engine(engine, prompt_ids, concurrency=2, rounds=1,
-                     params=SamplingParams(max_tokens=2, min_tokens=2, temperature=temperature or 0.0))
+                     params=dataclasses.replace(params, max_tokens=2, min_tokens=2))
     base = result["baselines"]
     if baselines:
         say(f"baseline: static generate() batch of {STATIC_BATCH}")

@@ -1,13 +1,18 @@
 """What the layers above expect of an engine. Nothing above `engines/` imports torch.
 
-A text engine takes validated requests (token ids + sampling parameters) and yields text deltas.
-Cancellation is part of the contract: closing the async iterator (``aclose()``), or cancelling the
-task that iterates it, aborts the request inside the engine within one decoding step.
+An engine trusts what it receives: `api/` validated every request once, at admission, into the
+fully specified types below (every default filled in, the seed drawn, the limits checked). An
+engine only asserts its preconditions (a broken one is a programming error, never a caller's),
+so no check runs twice and no coded error is raised a second time.
+
+A text engine takes a `TextRequest` (token ids + sampling parameters) and yields text deltas.
+Cancellation is part of the contract: closing the async generator (``aclose()``), or cancelling
+the task that iterates it, aborts the request inside the engine within one decoding step.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -16,16 +21,18 @@ FinishReason = Literal["stop", "length"]
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """Per-request decoding parameters; validated at admission before they reach an engine."""
+    """Per-request decoding parameters, fully specified: no defaults here, the API surfaces own
+    them (`api/native/protocol.py` DEFAULTS), and the seed is always settled, so the response can
+    report it and the same request gives the same tokens."""
 
     max_tokens: int
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 0  # 0 disables top-k
-    min_tokens: int = 0  # EOS and stop strings cannot end the output before this many tokens
-    repetition_penalty: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None  # None: the engine draws one; the same seed gives the same tokens
+    temperature: float  # 0: greedy
+    top_p: float
+    top_k: int  # 0 disables top-k
+    min_tokens: int  # EOS and stop strings cannot end the output before this many tokens
+    repetition_penalty: float  # 1.0: off
+    stop: tuple[str, ...]
+    seed: int  # sampling draws only from this request's generator, seeded with it
 
     @property
     def greedy(self) -> bool:
@@ -34,10 +41,14 @@ class SamplingParams:
 
 @dataclass(frozen=True, slots=True)
 class TextRequest:
+    """What a text engine runs: a non-empty prompt whose length plus `params.max_tokens` fits the
+    engine's context (admission checked both)."""
+
     request_id: str
     prompt_ids: Sequence[int]
     params: SamplingParams
-    # Monotonic-clock deadline (time.monotonic()); the engine stops the request when it passes.
+    # Monotonic-clock deadline (time.monotonic()), queue time included: the engine stops the
+    # request when it passes and reports WORKER_TIMEOUT. None: no deadline.
     deadline: float | None = None
 
 
@@ -58,15 +69,22 @@ class TextEngine(Protocol):
     n_ctx: int  # context length: prompt tokens + generated tokens must fit
     has_chat_template: bool
 
+    @property
+    def control_tokens(self) -> frozenset[str]:
+        """Every string the tokenizer turns into a special or added token instead of text (chat
+        markup such as ``<|im_start|>``). Admission refuses message contents that hold one."""
+        ...
+
     def apply_chat_template(self, messages: Sequence[dict[str, str]]) -> str:
-        """The tokenizer's own template, `add_generation_prompt=True`: the only prompt transformation."""
+        """The tokenizer's own template, `add_generation_prompt=True`: the only prompt transformation.
+        Requires `has_chat_template`; a template that refuses the conversation is INVALID_PAYLOAD."""
         ...
 
     def encode(self, text: str) -> list[int]:
         """Token ids of a rendered prompt, exactly as the model will receive them."""
         ...
 
-    def generate(self, request: TextRequest) -> AsyncIterator[TextDelta]: ...
+    def generate(self, request: TextRequest) -> AsyncGenerator[TextDelta, None]: ...
 
     @property
     def num_running(self) -> int: ...

@@ -4,7 +4,7 @@ Lifecycle: the app starts STARTING, loads its models in the lifespan (building t
 first with --demo), turns READY, and watches its engines: an engine whose loop dies turns the
 worker FAILED (unready) and calls `on_fatal`, which the CLI uses to exit so a supervisor restarts
 it (vLLM's launcher does the same). `drain()` is SIGTERM's first half: DRAINING refuses new work
-while in-flight requests finish.
+while in-flight requests, text and image alike (both hold admission permits), finish.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ async def _load_models(rt: WorkerRuntime, injected: dict[str, TextEngine] | None
 
         image_engine = await asyncio.to_thread(load_image_engine, s)
         await image_engine.start()
-        rt.image = ImageServing(image_engine, build_object_store(s), s)
+        rt.image = ImageServing(image_engine, build_object_store(s), s, rt.admission)
 
 
 async def _load_text_engines(rt: WorkerRuntime) -> dict[str, TextEngine]:
@@ -179,13 +179,20 @@ async def _watch_engines(rt: WorkerRuntime, on_fatal: Callable[[], None] | None,
         await asyncio.sleep(every_s)
 
 
-async def drain(rt: WorkerRuntime, timeout_s: float) -> bool:
-    """Stop admitting (readiness false, new requests 503) and wait for in-flight work to finish.
-    Returns True when everything finished inside the timeout."""
+async def drain(rt: WorkerRuntime, timeout_s: float) -> int:
+    """Stop admitting (readiness false, new requests 503) and wait for in-flight work, text and
+    image, to finish. Returns how many requests were still in flight when the timeout passed:
+    exiting now cuts them, so the caller exits non-zero (0: everything finished)."""
     if rt.lifecycle.state == WorkerState.READY:
         rt.lifecycle.to(WorkerState.DRAINING)
     deadline = time.monotonic() + timeout_s
     while rt.admission.in_flight > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    log.info("drained", extra={"in_flight_left": rt.admission.in_flight})
-    return rt.admission.in_flight == 0
+    left = rt.admission.in_flight
+    if left:
+        log.error("drain timed out: exiting with requests in flight, which are cut",
+                  extra={"requests_cut": left, "in_flight_by_kind": dict(rt.admission.counts),
+                         "drain_timeout_s": timeout_s})
+    else:
+        log.info("drained", extra={"in_flight_left": 0})
+    return left

@@ -86,7 +86,9 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def serve_worker(settings: Any) -> int:
-    """Run uvicorn with our SIGTERM: drain first (ready=false, new work 503), then exit 0."""
+    """Run uvicorn with our SIGTERM: drain first (ready=false, new work 503), then exit: 0 when
+    everything in flight finished, 1 when the drain timed out and requests were cut (or an
+    engine died)."""
     import uvicorn
 
     from pureinfer.worker.app import create_app, drain
@@ -115,7 +117,9 @@ def serve_worker(settings: Any) -> int:
             super().handle_exit(sig, frame)
 
         async def _drain_then_exit(self) -> None:
-            await drain(app.state.runtime, settings.drain_timeout_s)
+            nonlocal exit_code
+            if await drain(app.state.runtime, settings.drain_timeout_s):
+                exit_code = 1
             self.should_exit = True
 
     server = DrainingServer(config)

@@ -1,4 +1,7 @@
-"""`POST /generate` on a worker with role `all`, where the seed's text and image APIs share a path.
+"""`POST /generate` on a worker with role `all`, where the native text and image APIs share a path.
+
+Either way the body is validated once, into the one typed request of its kind, and takes the
+same path (permit, validation, engine) as on a chat or image worker.
 
 The rule, decided by the body's field names alone (values play no part):
   - a body with `messages` or any text-only field (max_tokens, min_tokens, temperature, top_p,
@@ -15,9 +18,10 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 
+from pureinfer.api.disconnect import unless_disconnected
 from pureinfer.api.native.protocol import GenerateRequest
 from pureinfer.api.native.router import respond
 from pureinfer.errors import InvalidPayload
@@ -69,8 +73,8 @@ def build_dispatch_router(runtime: WorkerRuntime) -> APIRouter:
             image_req = ImageGenerateRequest.model_validate(body)
         except ValidationError as exc:
             raise validation_to_invalid_payload(list(exc.errors())) from None
-        result = await runtime.require_image().generate(image_req, request.state.request_id,
-                                                        base_url=str(request.base_url))
-        return JSONResponse(result)
+        from pureinfer.api.image.router import native_answer
+
+        return await unless_disconnected(request.receive, native_answer(runtime.require_image(), image_req, request))
 
     return router

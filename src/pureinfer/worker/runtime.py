@@ -32,8 +32,8 @@ class WorkerRuntime:
 
     def __post_init__(self) -> None:
         self.window = RollingWindow(self.settings.metrics_window_s)
-        self.admission = Admission(self.settings.max_running_requests, self.settings.max_queued_requests,
-                                   is_ready=lambda: self.lifecycle.state == WorkerState.READY)
+        self.admission = Admission.for_settings(self.settings,
+                                                is_ready=lambda: self.lifecycle.state == WorkerState.READY)
 
     @property
     def worker_type(self) -> str:

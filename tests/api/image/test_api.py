@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from pureinfer.api.image.pnginfo import read_parameters
+from tests.support.image import open_gate
 
 BASE = {"prompt": "a red castle at sunset", "negative_prompt": "blurry", "width": 64, "height": 64,
         "steps": 3, "cfg_scale": 7.5}
@@ -51,9 +52,10 @@ def test_defaults_and_random_seed(client, serving, engine, local_store, image_se
     from pureinfer.api.image.serving import ImageServing
 
     assert serving.default_size == 512  # 1024 clamped into the test bounds [64, 512]
+    gate = open_gate(image_settings)
     assert ImageServing(engine, local_store, image_settings.model_copy(
-        update={"image_min_size": None, "image_max_size": None})).default_size == 1024  # bounds [256, 2048]
-    small = ImageServing(engine, local_store, image_settings.model_copy(update={"image_max_size": 100}))
+        update={"image_min_size": None, "image_max_size": None}), gate).default_size == 1024  # bounds [256, 2048]
+    small = ImageServing(engine, local_store, image_settings.model_copy(update={"image_max_size": 100}), gate)
     assert small.default_size == 96  # the largest multiple of 8 within the bounds
     body = asyncio.run(small.generate(ImageGenerateRequest(prompt="a cat", steps=2), "req-defaults"))
     assert (body["width"], body["height"], body["cfg_scale"], body["scheduler"]) == (96, 96, 7.5, "euler")
@@ -151,7 +153,7 @@ async def test_s3_end_to_end(engine, image_settings, s3_server) -> None:
 
     settings = image_settings.model_copy(update={"storage": "s3", "s3_bucket": "images", "s3_prefix": "gen",
                                                  "s3_endpoint_url": s3_server, "s3_region": "us-east-1"})
-    serving = ImageServing(engine, build_object_store(settings), settings)
+    serving = ImageServing(engine, build_object_store(settings), settings, open_gate(settings))
     body = await serving.generate(ImageGenerateRequest(**BASE, seed=9), "req-s3")
     assert body["image_url"].startswith(f"{s3_server}/images/gen/") and "X-Amz-Signature=" in body["image_url"]
     async with httpx.AsyncClient() as http:

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from pureinfer.api.image.pnginfo import read_parameters
+from tests.support.image import open_gate
 from tests.support.live import free_port
 
 
@@ -26,7 +27,7 @@ def server_url(engine, image_settings, app_factory, tmp_path_factory) -> Iterato
     from pureinfer.storage.local import LocalObjectStore
     port = free_port()
     store = LocalObjectStore(tmp_path_factory.mktemp("openai-files"), f"http://127.0.0.1:{port}")
-    app = app_factory(ImageServing(engine, store, image_settings), mount_generate=True)
+    app = app_factory(ImageServing(engine, store, image_settings, open_gate(image_settings)), mount_generate=True)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -132,3 +132,21 @@ def test_api_key_header_variants(client: TestClient) -> None:
     r = client.post("/chat", json={"messages": msgs(), "max_tokens": 2},
                     headers={"Authorization": "", "X-API-Key": API_KEY})
     assert r.status_code == 200
+
+
+def test_every_answer_reports_the_seed_that_reproduces_it(client: TestClient) -> None:
+    body = {"messages": msgs(), "max_tokens": 12, "min_tokens": 12, "temperature": 1.0}
+    for path in ("/chat", "/enhance", "/generate"):
+        first = client.post(path, json=body).json()
+        assert 0 <= first["seed"] < 2**32  # drawn at admission, reported
+        again = client.post(path, json={**body, "seed": first["seed"]}).json()
+        assert again["seed"] == first["seed"]
+        key = "enhanced_prompt" if path == "/enhance" else "response"
+        assert again[key] == first[key]
+    assert client.post("/chat", json={**body, "seed": 2**40}).json()["seed"] == 2**40
+    assert "seed" in client.post("/chat", json={**body, "temperature": 0}).json()  # greedy too
+    oai = {"messages": msgs(), "max_tokens": 8}
+    first = client.post("/v1/chat/completions", json=oai).json()
+    again = client.post("/v1/chat/completions", json={**oai, "seed": first["seed"]}).json()
+    assert again["seed"] == first["seed"]
+    assert again["choices"][0]["message"]["content"] == first["choices"][0]["message"]["content"]

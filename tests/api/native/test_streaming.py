@@ -47,6 +47,7 @@ def test_sse_framing(server: LiveServer) -> None:
     assert final["tokens_generated"] == 8 and final["finish_reason"] == "length"
     for key in ("generation_time", "prompt_tokens", "prompt_sha256", "model_used", "request_id"):
         assert key in final
+    assert final["seed"] == 7
     # The same request without streaming gives the same text.
     plain = httpx.post(server.url + "/chat", json={**body, "stream": False}, headers=_auth(), timeout=60).json()
     assert plain["response"] == final["response"] and plain["prompt_sha256"] == final["prompt_sha256"]
@@ -76,6 +77,7 @@ def test_openai_client(server: LiveServer) -> None:
                                             stream_options={"include_usage": True})
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert [c.model_extra.get("seed") for c in chunks if c.choices and c.choices[0].finish_reason] == [3]
     assert text == out.choices[0].message.content
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == out.choices[0].finish_reason
     assert chunks[-1].usage.completion_tokens == out.usage.completion_tokens

@@ -102,3 +102,18 @@ def test_validation_does_not_echo_prompts(client: TestClient) -> None:
     secret = "my-secret-prompt-text"
     r = client.post("/chat", json={"messages": [{"role": "wizard", "content": secret}]})
     assert r.status_code == 400 and secret not in r.text
+
+
+def test_defaults_come_from_one_table_per_surface() -> None:
+    from pureinfer.api.native.protocol import DEFAULTS, ChatRequest, GenerateRequest
+    from pureinfer.api.openai.protocol import ChatCompletionRequest
+
+    p = ChatRequest(messages=msgs()).sampling_params(DEFAULTS["enhance"], seed=5)
+    assert (p.max_tokens, p.temperature, p.top_p, p.top_k, p.min_tokens, p.repetition_penalty, p.stop, p.seed) == (
+        200, 0.7, 0.9, 0, 0, 1.0, (), 5)
+    assert GenerateRequest(prompt="x").sampling_params(DEFAULTS["generate"], seed=1).max_tokens == 512
+    o = ChatCompletionRequest(messages=msgs(), max_tokens=9, max_completion_tokens=7, temperature=0.2, stop="\n")
+    p = o.sampling_params(DEFAULTS["openai"], seed=3)
+    assert (p.max_tokens, p.temperature, p.top_p, p.stop) == (7, 0.2, 1.0, ("\n",))  # OpenAI's own top_p
+    fields = ChatRequest.model_json_schema()["properties"]
+    assert "200 (/enhance)" in fields["max_tokens"]["description"]  # the documented defaults are the table's

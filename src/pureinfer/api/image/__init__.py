@@ -1,2 +1,2 @@
-"""The image surface: the seed's `POST /generate` (image), OpenAI's `POST /v1/images/generations`
+"""The image surface: the native `POST /generate` (image), OpenAI's `POST /v1/images/generations`
 and `GET /files/{key}` for the local store."""

@@ -1,6 +1,7 @@
-"""Wire models of the image surface (the seed's `/generate` and OpenAI's images API).
+"""Wire models of the image surface (the native `/generate` and OpenAI's images API).
 
-Static rules live here (ranges, names); rules that depend on settings or on the model (size
+Static rules live here (ranges, names) and so do the defaults, once, on `ImageGenerateRequest`:
+OpenAI's request converts itself into one. Rules that depend on settings or on the model (size
 bounds, CLIP token counts) are checked once by `ImageServing.validate` at admission. Imports
 neither torch nor FastAPI.
 """
@@ -8,7 +9,7 @@ neither torch nor FastAPI.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -17,6 +18,10 @@ from pureinfer.engines.base import ImageRequest
 Scheduler = Literal["euler", "euler_a", "dpmpp_2m", "ddim"]
 MAX_SEED = 2**32 - 1
 MAX_IMAGES = 8
+
+Steps = Annotated[int, Field(ge=1, le=150)]
+CfgScale = Annotated[float, Field(ge=0.0, le=30.0)]
+Seed = Annotated[int, Field(ge=-1, le=MAX_SEED, description="-1 draws one; image i uses seed + i")]
 
 
 def _non_blank(value: str) -> str:
@@ -35,9 +40,9 @@ class ImageGenerateRequest(BaseModel):
     width: int | None = Field(default=None, description="Pixels, a multiple of 8 within the worker's bounds "
                               "(default 1024, or the largest allowed size below it)")
     height: int | None = Field(default=None, description="Pixels, like width")
-    steps: int = Field(default=20, ge=1, le=150)
-    cfg_scale: float = Field(default=7.5, ge=0.0, le=30.0)
-    seed: int = Field(default=-1, ge=-1, le=MAX_SEED, description="-1 draws one; image i uses seed + i")
+    steps: Steps = 20
+    cfg_scale: CfgScale = 7.5
+    seed: Seed = -1
     num_images: int = Field(default=1, ge=1, le=MAX_IMAGES)
     scheduler: Scheduler = "euler"
     output: Literal["url", "b64_json"] = "url"
@@ -48,7 +53,7 @@ class ImageGenerateRequest(BaseModel):
 
     def to_engine_request(self, request_id: str, *, seed: int, width: int, height: int,
                           deadline: float | None) -> ImageRequest:
-        """The engine's request, once serving has resolved the seed and size and checked the limits."""
+        """The engine's request, once serving has settled the seed and size and checked the limits."""
         return ImageRequest(
             request_id=request_id, prompt=self.prompt, negative_prompt=self.negative_prompt or "",
             width=width, height=height, steps=self.steps, cfg_scale=self.cfg_scale, seed=seed,
@@ -106,7 +111,8 @@ _SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
 
 class OpenAIImageRequest(BaseModel):
-    """OpenAI's images API; `seed` and the SDXL knobs below are extensions (vLLM style)."""
+    """OpenAI's images API; `seed` and the SDXL knobs below are extensions (vLLM style), whose
+    defaults are the native request's."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -116,11 +122,11 @@ class OpenAIImageRequest(BaseModel):
     size: str | None = Field(default=None, description='"WxH", e.g. "1024x1024"')
     response_format: Literal["url", "b64_json"] = "url"
     user: str | None = None
-    seed: int = Field(default=-1, ge=-1, le=MAX_SEED)
+    seed: Seed | None = None
     negative_prompt: str | None = None
-    steps: int = Field(default=20, ge=1, le=150)
-    cfg_scale: float = Field(default=7.5, ge=0.0, le=30.0)
-    scheduler: Scheduler = "euler"
+    steps: Steps | None = None
+    cfg_scale: CfgScale | None = None
+    scheduler: Scheduler | None = None
 
     _prompt = field_validator("prompt")(_non_blank)
 
@@ -136,10 +142,12 @@ class OpenAIImageRequest(BaseModel):
         if self.size is not None:
             w, h = self.size.split("x")
             width, height = int(w), int(h)
+        extensions: dict[str, Any] = {"seed": self.seed, "steps": self.steps, "cfg_scale": self.cfg_scale,
+                                      "scheduler": self.scheduler}
         return ImageGenerateRequest(
             prompt=self.prompt, negative_prompt=self.negative_prompt, width=width, height=height,
-            steps=self.steps, cfg_scale=self.cfg_scale, seed=self.seed, num_images=self.n,
-            scheduler=self.scheduler, output=self.response_format,
+            num_images=self.n, output=self.response_format,
+            **{k: v for k, v in extensions.items() if v is not None},
         )
 
 

@@ -1,15 +1,16 @@
-"""Thin routes of the image surface; all logic lives in `ImageServing`."""
+"""Thin routes of the image surface; all logic lives in `ImageServing`. A client that disconnects
+cancels its request (api/disconnect.py), which drops it from the engine's queue or batch."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 
+from pureinfer.api.disconnect import unless_disconnected
 from pureinfer.api.image.protocol import (
     ImageGenerateRequest,
     ImageGenerateResponse,
@@ -34,17 +35,14 @@ def build_image_router(serving: ServingSource, *, mount_generate: bool) -> APIRo
 
     if mount_generate:
         @router.post("/generate", response_model=ImageGenerateResponse)
-        async def generate(body: ImageGenerateRequest, request: Request) -> dict[str, Any]:
-            """Generate images (the seed's contract, plus num_images, scheduler, output, truncate)."""
-            return await get_serving().generate(body, _request_id(request), base_url=str(request.base_url))
+        async def generate(body: ImageGenerateRequest, request: Request) -> Response:
+            """Generate images (the native contract, plus num_images, scheduler, output, truncate)."""
+            return await unless_disconnected(request.receive, native_answer(get_serving(), body, request))
 
     @router.post("/v1/images/generations", response_model=OpenAIImagesResponse, tags=["openai"])
-    async def openai_images(body: OpenAIImageRequest, request: Request) -> OpenAIImagesResponse:
+    async def openai_images(body: OpenAIImageRequest, request: Request) -> Response:
         """OpenAI's images API on the same engine; `seed` and SDXL knobs are extensions."""
-        result = await get_serving().generate(body.to_generate_request(), _request_id(request), size_field="size",
-                                              base_url=str(request.base_url))
-        return OpenAIImagesResponse(created=int(time.time()), data=[
-            OpenAIImage(url=i["url"], b64_json=i["b64_json"]) for i in result["images"]])
+        return await unless_disconnected(request.receive, _openai_answer(get_serving(), body, request))
 
     @router.get("/files/{key:path}", response_class=FileResponse)
     async def files(key: str) -> FileResponse:
@@ -58,3 +56,14 @@ def build_image_router(serving: ServingSource, *, mount_generate: bool) -> APIRo
         return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=86400"})
 
     return router
+
+
+async def native_answer(serving: ImageServing, body: ImageGenerateRequest, request: Request) -> Response:
+    return JSONResponse(await serving.generate(body, _request_id(request), base_url=str(request.base_url)))
+
+
+async def _openai_answer(serving: ImageServing, body: OpenAIImageRequest, request: Request) -> Response:
+    result = await serving.generate(body.to_generate_request(), _request_id(request), size_field="size",
+                                    base_url=str(request.base_url))
+    return JSONResponse(OpenAIImagesResponse(created=int(time.time()), data=[
+        OpenAIImage(url=i["url"], b64_json=i["b64_json"]) for i in result["images"]]).model_dump())

@@ -1,13 +1,14 @@
 """The bridge between the image wire models and the image engine (and the object store).
 
-`ImageServing.generate` is the one path for the seed's `/generate`, OpenAI's images API and the
-role-`all` dispatcher:
-1. validate what depends on settings or the model (size bounds, CLIP token counts), once;
-2. resolve the seed and the deadline, and await the engine (which batches and stops at the
-   deadline);
-3. encode each image as PNG with its A1111 "parameters" chunk (plus a WEBP thumbnail), store it
+`ImageServing.generate` is the one path for the native `/generate`, OpenAI's images API and the
+role-`all` dispatcher, in TGI's order:
+1. take a permit from the one admission gate (api/admission.py), which drain waits for;
+2. validate once what depends on settings or the model (size bounds, CLIP token counts) into
+   the engine's `ImageRequest`, with the seed and the deadline settled;
+3. await the engine (which batches and stops at the deadline);
+4. encode each image as PNG with its A1111 "parameters" chunk (plus a WEBP thumbnail), store it
    or inline it as base64;
-4. record metrics and answer in the seed's shape.
+5. record metrics and answer in the native shape; the permit is returned in every path.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import logging
 import secrets
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pureinfer.api.admission import Admission
 from pureinfer.api.image import metrics
 from pureinfer.api.image.pnginfo import GenerationParameters, encode_png, encode_thumbnail
 from pureinfer.api.image.protocol import (
@@ -30,7 +33,7 @@ from pureinfer.api.image.protocol import (
     ImageMetadata,
     TokenCounts,
 )
-from pureinfer.engines.base import ImageEngine, ImageResult
+from pureinfer.engines.base import ImageEngine, ImageRequest, ImageResult
 from pureinfer.errors import InvalidPayload, PureInferError, TokenLimitExceeded
 from pureinfer.logging import prompt_for_log, request_id_var
 from pureinfer.settings import WorkerSettings
@@ -41,11 +44,22 @@ log = logging.getLogger("pureinfer.image")
 DEFAULT_SIZE = 1024  # SDXL's native size; clamped into the configured bounds
 
 
+@dataclass(frozen=True)
+class ValidImageRequest:
+    """An image request that passed validation: what the engine runs, and what the answer reports."""
+
+    request: ImageRequest
+    tokens: TokenCounts
+    output: str  # "url" | "b64_json"
+
+
 class ImageServing:
-    def __init__(self, engine: ImageEngine, store: ObjectStore, settings: WorkerSettings) -> None:
+    def __init__(self, engine: ImageEngine, store: ObjectStore, settings: WorkerSettings,
+                 admission: Admission) -> None:
         self.engine = engine
         self.store = store
         self.settings = settings
+        self.admission = admission
         self.min_size, self.max_size = settings.image_size_bounds()
         self.default_size = max(self.min_size, min(DEFAULT_SIZE, self.max_size) // 8 * 8)
         self.model_name = model_name(settings, engine.model_id)
@@ -95,18 +109,29 @@ class ImageServing:
             prompt_tokens_dropped=max(0, prompt - limit), negative_prompt_tokens_dropped=max(0, negative - limit),
         )
 
+    def validate(self, req: ImageGenerateRequest, request_id: str, size_field: str | None,
+                 admitted_at: float) -> ValidImageRequest:
+        """Everything checked once; the seed drawn when the caller sent -1 (image i uses seed + i)."""
+        width, height = self.resolve_size(req, size_field)
+        tokens = self.count_tokens(req)
+        seed = req.seed if req.seed >= 0 else secrets.randbelow(2**32 - req.num_images)
+        request = req.to_engine_request(request_id, seed=seed, width=width, height=height,
+                                        deadline=admitted_at + self.settings.request_timeout_s)
+        return ValidImageRequest(request, tokens, req.output)
+
     # -- generation ------------------------------------------------------------------------------
 
     async def generate(self, req: ImageGenerateRequest, request_id: str, *, size_field: str | None = None,
                        base_url: str | None = None) -> dict[str, Any]:
-        """The seed's response for `req`. `base_url`: how the client reached us (for local file
+        """The native response for `req`. `base_url`: how the client reached us (for local file
         URLs when no public base URL is configured); `size_field`: the field that carried the size."""
         t0 = time.monotonic()
         # Log records carry the request id through the context variable (set here when the caller,
         # e.g. a queue consumer, did not), never through `extra`, which the record factory owns.
         token = request_id_var.set(request_id) if request_id_var.get() is None else None
         try:
-            response = await self._generate(req, request_id, size_field, base_url, t0)
+            with self.admission.acquire("image"):
+                response = await self._generate(self.validate(req, request_id, size_field, t0), base_url, t0)
         except BaseException as exc:
             self._failures += 1
             outcome = exc.code.value if isinstance(exc, PureInferError) else type(exc).__name__
@@ -118,39 +143,33 @@ class ImageServing:
         metrics.IMAGE_REQUESTS.labels(outcome="ok").inc()
         return response
 
-    async def _generate(self, req: ImageGenerateRequest, request_id: str, size_field: str | None,
-                        base_url: str | None, t0: float) -> dict[str, Any]:
-        # 1. Validate once.
-        width, height = self.resolve_size(req, size_field)
-        tokens = self.count_tokens(req)
-        # 2. Run.
-        seed = req.seed if req.seed >= 0 else secrets.randbelow(2**32 - req.num_images)
-        deadline = t0 + self.settings.request_timeout_s
-        result = await self.engine.generate(
-            req.to_engine_request(request_id, seed=seed, width=width, height=height, deadline=deadline))
-        # 3. Encode and store.
+    async def _generate(self, valid: ValidImageRequest, base_url: str | None, t0: float) -> dict[str, Any]:
+        req = valid.request
+        # 1. Run.
+        result = await self.engine.generate(req)
+        # 2. Encode and store.
         params = [
-            GenerationParameters(req.prompt, req.negative_prompt or "", req.steps, req.scheduler, req.cfg_scale,
-                                 s, width, height, self.model_name)
+            GenerationParameters(req.prompt, req.negative_prompt, req.steps, req.scheduler, req.cfg_scale,
+                                 s, req.width, req.height, self.model_name)
             for s in result.seeds
         ]
-        items = await asyncio.gather(*(self._item(img, p, req.output, base_url) for img, p in zip(
+        items = await asyncio.gather(*(self._item(img, p, valid.output, base_url) for img, p in zip(
             result.images, params, strict=True)))
-        # 4. Account and answer.
+        # 3. Account and answer.
         elapsed = time.monotonic() - t0
         self._record(result, elapsed)
         log.info("image request done", extra={
-            "seed": seed, "num_images": req.num_images, "size": f"{width}x{height}",
+            "seed": req.seed, "num_images": req.num_images, "size": f"{req.width}x{req.height}",
             "steps": req.steps, "scheduler": req.scheduler, "batch_size": result.batch_size,
             "queue_s": round(result.queue_s, 3), "generation_time": round(elapsed, 3),
             "prompt_preview": prompt_for_log(req.prompt, self.settings.log_prompts)})
         first = items[0]
         return ImageGenerateResponse(
             image_url=first.url, thumbnail_url=first.thumbnail_url,
-            metadata=ImageMetadata(prompt=req.prompt, seed=seed, steps=req.steps, cfg_scale=req.cfg_scale),
-            images=list(items), negative_prompt=req.negative_prompt or "", scheduler=req.scheduler,
-            width=width, height=height, steps=req.steps, cfg_scale=req.cfg_scale, model_used=self.model_name,
-            generation_time=round(elapsed, 3), tokens=tokens, request_id=request_id,
+            metadata=ImageMetadata(prompt=req.prompt, seed=req.seed, steps=req.steps, cfg_scale=req.cfg_scale),
+            images=list(items), negative_prompt=req.negative_prompt, scheduler=req.scheduler,  # type: ignore[arg-type]
+            width=req.width, height=req.height, steps=req.steps, cfg_scale=req.cfg_scale, model_used=self.model_name,
+            generation_time=round(elapsed, 3), tokens=valid.tokens, request_id=req.request_id,
         ).model_dump()
 
     async def _item(self, image: Any, params: GenerationParameters, output: str,

@@ -1,2 +1,2 @@
-"""The native surface: the seed's text API (`POST /chat`, `/enhance`, `/generate` with `messages`
+"""The native surface: WORKER_API.md's text API (`POST /chat`, `/enhance`, `/generate` with `messages`
 or a raw `prompt`), JSON or Server-Sent Events."""

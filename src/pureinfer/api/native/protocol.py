@@ -1,12 +1,16 @@
-"""Wire models of the seed's text API (/chat, /enhance, /generate). No torch, no FastAPI here.
+"""Wire models of the native text API (WORKER_API.md: /chat, /enhance, /generate); the OpenAI
+surface shares `SamplingFields`. No torch, no FastAPI here.
 
-Requests convert themselves to engine parameters (`sampling_params`). Field constraints live
-here so that FastAPI's validation names the field; checks that need the model (context length,
-chat template, aliases) are done once at admission in `serving.py`.
+Sampling fields a caller leaves out are None on the wire: their defaults depend on the surface,
+and `DEFAULTS` below is the one place they are written. A request converts itself into the
+engine's fully specified `SamplingParams` (vLLM's `to_sampling_params`). Field constraints live
+here so that FastAPI's validation names the field; what needs the model is checked once in
+`validation.py`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -17,28 +21,60 @@ ARCHITECTURE = "pure_inference_engine"
 MAX_STOP_STRINGS = 4
 SEED_MAX = 2**63 - 1
 
-Endpoint = Literal["chat", "enhance", "generate"]
-DEFAULT_MAX_TOKENS: dict[str, int] = {"chat": 512, "generate": 512, "enhance": 200}
+# Where a text request came in: the native endpoints, or OpenAI's chat completions.
+Surface = Literal["chat", "enhance", "generate", "openai"]
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a surface uses for each sampling field the caller left out."""
+
+    max_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int  # 0: off
+    min_tokens: int
+    repetition_penalty: float  # 1.0: off
+
+
+_NATIVE = Defaults(max_tokens=512, temperature=0.7, top_p=0.9, top_k=0, min_tokens=0, repetition_penalty=1.0)
+# Every default of a text request. The native endpoints keep WORKER_API.md's values (an
+# enhanced prompt is short: 200 tokens); the OpenAI surface keeps OpenAI's temperature and top_p.
+DEFAULTS: dict[Surface, Defaults] = {
+    "chat": _NATIVE,
+    "enhance": replace(_NATIVE, max_tokens=200),
+    "generate": _NATIVE,
+    "openai": replace(_NATIVE, temperature=1.0, top_p=1.0),
+}
+
+
+def _defaults_doc(name: str) -> str:
+    values = {surface: getattr(d, name) for surface, d in DEFAULTS.items()}
+    return "Default: " + ", ".join(f"{v} ({'/v1/chat/completions' if s == 'openai' else '/' + s})"
+                                   for s, v in values.items())
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: str = Field(description="Text; a content holding one of the tokenizer's control tokens "
+                         "(e.g. <|im_start|>) is refused, so it can never forge a turn")
 
 
 class SamplingFields(BaseModel):
-    """Decoding fields shared by the seed endpoints and the OpenAI surface."""
+    """Decoding fields shared by the native endpoints and the OpenAI surface."""
 
-    max_tokens: int | None = Field(default=None, ge=1, description="Defaults: 512 (/chat, /generate), 200 (/enhance)")
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    top_p: float = Field(default=0.9, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0, description="0 disables top-k")
+    max_tokens: int | None = Field(default=None, ge=1, description=_defaults_doc("max_tokens"))
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, description=_defaults_doc("temperature"))
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0, description=_defaults_doc("top_p"))
+    top_k: int | None = Field(default=None, ge=0, description="0 disables top-k (the default)")
     stop: list[str] | None = Field(default=None, description=f"Up to {MAX_STOP_STRINGS} stop strings")
-    seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
-    repetition_penalty: float = Field(default=1.0, gt=0.0, le=10.0)
-    min_tokens: int = Field(default=0, ge=0, description="EOS and stop strings cannot end the output earlier")
+    seed: int | None = Field(default=None, ge=0, le=SEED_MAX,
+                             description="Drawn by the worker when left out; every response reports the seed it used")
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0, description="1.0 (the default) is off")
+    min_tokens: int | None = Field(default=None, ge=0, description="EOS and stop strings cannot end the output "
+                                   "earlier (default 0)")
     model: str | None = Field(default=None, description="Model alias; the worker's first model by default")
     stream: bool = False
 
@@ -58,16 +94,32 @@ class SamplingFields(BaseModel):
             raise ValueError("stop strings must not be empty")
         return value
 
-    def sampling_params(self, max_tokens: int) -> SamplingParams:
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+    def chat_messages(self) -> list[dict[str, str]] | None:
+        """The conversation for the chat template, or None when the request carries a raw prompt."""
+        return None
+
+    def raw_prompt(self) -> str | None:
+        """The raw prompt (/generate), or None."""
+        return None
+
+    def sampling_params(self, defaults: Defaults, seed: int) -> SamplingParams:
+        """The engine's parameters: the caller's values, the surface's `defaults` for the rest."""
+
+        def pick(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
         return SamplingParams(
-            max_tokens=max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            min_tokens=self.min_tokens,
-            repetition_penalty=self.repetition_penalty,
+            max_tokens=pick(self.requested_max_tokens(), defaults.max_tokens),
+            temperature=pick(self.temperature, defaults.temperature),
+            top_p=pick(self.top_p, defaults.top_p),
+            top_k=pick(self.top_k, defaults.top_k),
+            min_tokens=pick(self.min_tokens, defaults.min_tokens),
+            repetition_penalty=pick(self.repetition_penalty, defaults.repetition_penalty),
             stop=tuple(self.stop or ()),
-            seed=self.seed,
+            seed=seed,
         )
 
 
@@ -78,6 +130,9 @@ class ChatRequest(SamplingFields):
 
     messages: list[Message] = Field(min_length=1)
 
+    def chat_messages(self) -> list[dict[str, str]]:
+        return [m.model_dump() for m in self.messages]
+
 
 class GenerateRequest(SamplingFields):
     """Body of text /generate: `messages` (chat template) or a raw `prompt` (base models), not both."""
@@ -85,10 +140,14 @@ class GenerateRequest(SamplingFields):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[Message] | None = Field(default=None, min_length=1)
-    prompt: str | None = Field(default=None, min_length=1)
+    prompt: str | None = Field(default=None, min_length=1,
+                               description="Sent to the model as it is, special tokens included")
 
+    def chat_messages(self) -> list[dict[str, str]] | None:
+        return None if self.messages is None else [m.model_dump() for m in self.messages]
 
-TextRequestBody = ChatRequest | GenerateRequest
+    def raw_prompt(self) -> str | None:
+        return self.prompt
 
 
 class ExecutionMetadata(BaseModel):
@@ -97,7 +156,8 @@ class ExecutionMetadata(BaseModel):
 
 
 class TextResponse(BaseModel):
-    """Every field the seed shows for the three endpoints, plus the proof of what ran."""
+    """Every field WORKER_API.md shows for the three endpoints, plus the proof of what ran and
+    the seed that reproduces it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -112,6 +172,7 @@ class TextResponse(BaseModel):
     template_respected: bool | None = None
     prompt_tokens: int
     prompt_sha256: str
+    seed: int = Field(description="The seed sampling used (the caller's, or drawn): send it to get the same output")
     finish_reason: Literal["stop", "length"]
     request_id: str
     execution_metadata: ExecutionMetadata

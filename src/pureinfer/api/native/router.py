@@ -1,4 +1,5 @@
-"""Routes of the seed's text API. Thin: validation is FastAPI's, the work is `TextServing`'s."""
+"""Routes of the native text API. Thin: validation is FastAPI's and `TextServing`'s, the work the
+engine's; a route only chooses JSON or SSE and owns the closing of what it started."""
 
 from __future__ import annotations
 
@@ -8,32 +9,33 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from pureinfer.api.native.protocol import ChatRequest, Endpoint, GenerateRequest, TextResponse
-from pureinfer.api.native.serving import CompletionBuilder, PreparedText, TextServing
+from pureinfer.api.disconnect import unless_disconnected
+from pureinfer.api.native.protocol import ChatRequest, GenerateRequest, Surface, TextResponse
+from pureinfer.api.native.serving import CompletionBuilder, TextGeneration, TextServing
 from pureinfer.api.sse import sse_response
 
 
-def request_id_of(request: Request) -> str:
-    return request.state.request_id
-
-
-async def respond(serving: TextServing, endpoint: Endpoint, body: ChatRequest | GenerateRequest,
+async def respond(serving: TextServing, surface: Surface, body: ChatRequest | GenerateRequest,
                   request: Request) -> Response:
-    prepared = await serving.prepare_seed(endpoint, body, request_id_of(request))
+    g = await serving.generate(surface, body, request.state.request_id)
     if body.stream:
-        return sse_response(_events(serving, prepared), prepared.request_id)
-    completion = await serving.complete(prepared)
-    return JSONResponse(serving.response(prepared, completion).wire())
+        return sse_response(_events(serving, g), g.valid.request_id, on_close=g.aclose)
+    async with g:
+        return await unless_disconnected(request.receive, _json(serving, g))
 
 
-async def _events(serving: TextServing, p: PreparedText) -> AsyncIterator[dict[str, Any]]:
+async def _json(serving: TextServing, g: TextGeneration) -> Response:
+    return JSONResponse(serving.response(g, await g.complete()).wire())
+
+
+async def _events(serving: TextServing, g: TextGeneration) -> AsyncIterator[dict[str, Any]]:
     """Token deltas as `{"text": ...}`, then one event with every response field."""
     builder = CompletionBuilder()
-    async for delta in serving.deltas(p):
+    async for delta in g.deltas():
         builder.add(delta)
         if delta.text:
-            yield {"text": delta.text, "request_id": p.request_id}
-    yield serving.response(p, builder.build(p)).wire()
+            yield {"text": delta.text, "request_id": g.valid.request_id}
+    yield serving.response(g, builder.build(g.valid.admitted_at)).wire()
 
 
 def build_text_router(get_serving: Callable[[], TextServing], *, mount_generate: bool = True) -> APIRouter:

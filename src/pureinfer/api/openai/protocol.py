@@ -31,13 +31,13 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(SamplingFields):
+    """OpenAI's chat completions; defaults are OpenAI's (`DEFAULTS["openai"]` in the native protocol)."""
+
     model_config = ConfigDict(extra="ignore")
 
-    model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, description="The newer name of max_tokens; "
+                                              "it wins when both are given")
     n: int = Field(default=1, ge=1, le=1, description="Only n = 1 is supported")
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(default=0.0, ge=0.0, le=0.0, description="Not supported; 0 only")
@@ -52,11 +52,11 @@ class ChatCompletionRequest(SamplingFields):
             raise ValueError("logprobs are not supported")
         return value
 
-    def resolved(self) -> ChatCompletionRequest:
-        """max_completion_tokens is the newer name of max_tokens; it wins when both are given."""
-        if self.max_completion_tokens is not None:
-            return self.model_copy(update={"max_tokens": self.max_completion_tokens})
-        return self
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        return [{"role": m.role, "content": m.text()} for m in self.messages]
 
 
 class Usage(BaseModel):

@@ -1,6 +1,7 @@
 """OpenAI-compatible text surface: `POST /v1/chat/completions` (streaming and not), `GET /v1/models`.
-Runs on the same `TextServing` as the seed endpoints, so admission, limits and the prompt proof
-are identical; responses add `prompt_sha256` beside OpenAI's fields."""
+Runs on the same `TextServing` as the native endpoints, so admission, validation, limits and the
+prompt proof are identical; responses add `prompt_sha256` and `seed` beside OpenAI's fields (the
+streaming answer carries `seed` on its last choice chunk)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from pureinfer.api.native.serving import PreparedText, TextServing
+from pureinfer.api.disconnect import unless_disconnected
+from pureinfer.api.native.serving import TextGeneration, TextServing
+from pureinfer.api.native.validation import ValidTextRequest
 from pureinfer.api.openai.protocol import ChatCompletionRequest, model_card
 from pureinfer.api.sse import sse_response
 
@@ -26,48 +29,51 @@ def build_openai_router(get_serving: Callable[[], TextServing]) -> APIRouter:
 
     @router.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-        serving = get_serving()
-        body = body.resolved()
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        p = await serving.prepare("chat", body, request.state.request_id, messages=messages)
-        cid = f"chatcmpl-{p.request_id}"
+        g = await get_serving().generate("openai", body, request.state.request_id)
         created = int(time.time())
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return sse_response(_chunks(serving, p, cid, created, include_usage), p.request_id)
-        c = await serving.complete(p)
-        return JSONResponse({
-            "id": cid, "object": "chat.completion", "created": created, "model": p.alias,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
-                         "finish_reason": c.finish_reason, "logprobs": None}],
-            "usage": _usage(p, len(c.token_ids)),
-            "prompt_sha256": p.prompt_sha256,
-        })
+            return sse_response(_chunks(g, created, include_usage), g.valid.request_id, on_close=g.aclose)
+        async with g:
+            return await unless_disconnected(request.receive, _completion(g, created))
 
     return router
 
 
-def _usage(p: PreparedText, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": p.prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": p.prompt_tokens + completion_tokens}
+async def _completion(g: TextGeneration, created: int) -> Response:
+    c = await g.complete()
+    v = g.valid
+    return JSONResponse({
+        "id": f"chatcmpl-{v.request_id}", "object": "chat.completion", "created": created, "model": v.alias,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
+                     "finish_reason": c.finish_reason, "logprobs": None}],
+        "usage": _usage(v, len(c.token_ids)),
+        "prompt_sha256": v.prompt_sha256,
+        "seed": v.params.seed,
+    })
 
 
-async def _chunks(serving: TextServing, p: PreparedText, cid: str, created: int,
-                  include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+def _usage(v: ValidTextRequest, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": v.prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": v.prompt_tokens + completion_tokens}
+
+
+async def _chunks(g: TextGeneration, created: int, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+    v = g.valid
+
     def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-        return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": p.alias,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+        return {"id": f"chatcmpl-{v.request_id}", "object": "chat.completion.chunk", "created": created,
+                "model": v.alias, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
 
     yield chunk({"role": "assistant", "content": ""}, None)
     n = 0
     finish = "length"
-    async for d in serving.deltas(p):
+    async for d in g.deltas():
         n += len(d.token_ids)
         if d.text:
             yield chunk({"content": d.text}, None)
         if d.finish_reason:
             finish = d.finish_reason
-    yield chunk({}, finish)
+    yield {**chunk({}, finish), "prompt_sha256": v.prompt_sha256, "seed": v.params.seed}
     if include_usage:
-        yield {"id": cid, "object": "chat.completion.chunk", "created": created, "model": p.alias,
-               "choices": [], "usage": _usage(p, n)}
+        yield {**chunk({}, None), "choices": [], "usage": _usage(v, n)}

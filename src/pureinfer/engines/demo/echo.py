@@ -8,7 +8,7 @@ without a model's. Tests of the real engine path use the demo models instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from pureinfer.engines.base import TextDelta, TextRequest
 
@@ -19,6 +19,7 @@ class EchoTextEngine:
     model_id = "echo"
     n_ctx = 4096
     has_chat_template = True
+    control_tokens = frozenset({"<|im_start|>", "<|im_end|>"})
 
     def __init__(self) -> None:
         self._running = 0
@@ -30,7 +31,7 @@ class EchoTextEngine:
     def encode(self, text: str) -> list[int]:
         return list(text.encode())
 
-    async def generate(self, request: TextRequest) -> AsyncIterator[TextDelta]:
+    async def generate(self, request: TextRequest) -> AsyncGenerator[TextDelta, None]:
         self._running += 1
         try:
             n = request.params.max_tokens

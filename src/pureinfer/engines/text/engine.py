@@ -41,11 +41,10 @@ alone sees exactly the shapes a batch-1 ``generate()`` sees, so greedy output al
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import secrets
 import threading
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import Any
@@ -61,14 +60,7 @@ from pureinfer.engines.text.channel import Channel
 from pureinfer.engines.text.output import OutputText
 from pureinfer.engines.text.sampling import RowParams, sample_rows
 from pureinfer.engines.text.scheduler import Plan, Scheduler, Sequence
-from pureinfer.errors import (
-    InternalError,
-    InvalidPayload,
-    PureInferError,
-    TokenLimitExceeded,
-    WorkerTimeout,
-    WorkerUnavailable,
-)
+from pureinfer.errors import InternalError, InvalidPayload, PureInferError, WorkerTimeout, WorkerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +151,23 @@ class HFTextEngine:
 
     # -- the TextEngine protocol ---------------------------------------------------------
 
+    @functools.cached_property
+    def control_tokens(self) -> frozenset[str]:
+        # Every added token, special or not: Qwen's <tool_call> and <|fim_*|> are "not special"
+        # yet are markup all the same. Added tokens made only of whitespace (some code models
+        # add runs of spaces) are text, and could forge nothing.
+        added = {t.content for t in self.tokenizer.added_tokens_decoder.values()}
+        return frozenset(t for t in added | set(self.tokenizer.all_special_tokens) if t.strip())
+
     def apply_chat_template(self, messages: Seq[dict[str, str]]) -> str:
+        import jinja2
+
         if not self.has_chat_template:
-            raise InvalidPayload.field("messages", f"model {self.model_id} has no chat template; send a raw prompt")
-        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+            raise ValueError(f"{self.model_id} has no chat template (admission checks has_chat_template)")
+        try:
+            return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        except jinja2.TemplateError as exc:  # the template's own refusal (e.g. roles out of order)
+            raise InvalidPayload.field("messages", f"the model's chat template refused these messages: {exc}") from None
 
     def encode(self, text: str) -> list[int]:
         # The rendered template already holds its special tokens: add none.
@@ -194,29 +199,29 @@ class HFTextEngine:
         for seq in self._scheduler.drain():
             seq.channel.fail(WorkerUnavailable("The text engine shut down"))
 
-    async def generate(self, request: TextRequest) -> AsyncIterator[TextDelta]:
-        """Stream the output of one request. Closing the iterator or cancelling its consumer
-        aborts the request within one step; a passed deadline raises WORKER_TIMEOUT."""
-        loop = asyncio.get_running_loop()
-        seq = self._submit(request, loop)
-        ended = False
+    async def generate(self, request: TextRequest) -> AsyncGenerator[TextDelta, None]:
+        """Stream the output of one request. Closing the generator or cancelling its consumer
+        aborts the request within one step; a passed deadline raises WORKER_TIMEOUT.
+
+        The deadline has one guard, the scheduler's check at the start of every step, which also
+        frees the request's place; nothing on this side times out, because a step that never
+        returns stalls every request alike (a hung device), which no per-request timer can fix."""
+        seq = self._submit(request, asyncio.get_running_loop())
         try:
             while True:
-                if not seq.channel.event.is_set():
-                    await self._wait(seq.channel.event, request.deadline, loop)
+                await seq.channel.event.wait()
                 delta, error, closed = seq.channel.take()
                 if delta is not None:
                     yield delta
                 if error is not None:
-                    ended = True
                     raise error
                 if closed:
-                    ended = True
                     return
         finally:
-            if not ended:
-                self._scheduler.abort(seq)
-                self._wake.set()
+            # The consumer lets go, whatever the reason: a running request stops at the next step,
+            # a finished one stops counting against the engine's size at once (see Scheduler.add).
+            self._scheduler.abort(seq)
+            self._wake.set()
 
     # -- the asyncio side -----------------------------------------------------------------
 
@@ -225,17 +230,13 @@ class HFTextEngine:
             raise WorkerUnavailable("The text engine is not running")
         prompt = list(request.prompt_ids)
         params = request.params
+        # Admission guarantees both (TextRequest's contract); breaking them is a bug above the engine.
         if not prompt:
-            raise InvalidPayload.field("prompt", "the prompt has no tokens")
+            raise ValueError("a TextRequest needs at least one prompt token")
         if len(prompt) + params.max_tokens > self.n_ctx:
-            raise TokenLimitExceeded(
-                "prompt tokens + max_tokens exceed the model's context",
-                {"n_prompt_tokens": len(prompt), "max_tokens": params.max_tokens, "n_ctx": self.n_ctx},
-            )
-        generator = None
-        if not params.greedy:
-            seed = params.seed if params.seed is not None else secrets.randbits(63)
-            generator = torch.Generator().manual_seed(seed)
+            raise ValueError(f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) "
+                             f"exceeds the context ({self.n_ctx})")
+        generator = None if params.greedy else torch.Generator().manual_seed(params.seed)
         seen = None
         if params.repetition_penalty != 1.0:
             seen = torch.tensor(sorted(set(prompt)), dtype=torch.long, device=self.device)
@@ -254,17 +255,6 @@ class HFTextEngine:
         self._scheduler.add(seq)
         self._wake.set()
         return seq
-
-    @staticmethod
-    async def _wait(event: asyncio.Event, deadline: float | None, loop: asyncio.AbstractEventLoop) -> None:
-        if deadline is None:
-            await event.wait()
-            return
-        try:
-            async with asyncio.timeout_at(loop.time() + (deadline - time.monotonic())):
-                await event.wait()
-        except TimeoutError:
-            raise WorkerTimeout("The request's deadline passed", {"during": "text generation"}) from None
 
     # -- the engine thread ----------------------------------------------------------------
 

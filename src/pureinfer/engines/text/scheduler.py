@@ -1,14 +1,16 @@
 """Which requests run in the next decoding step: the continuous-batching policy, as pure state.
 
 * FIFO: requests wait in arrival order and join the running batch as soon as a slot is free
-  (at most ``max_running``); more than ``max_waiting`` waiting requests are refused.
+  (at most ``max_running``). The admission gate in front (api/admission.py) never lets more than
+  ``max_running + max_waiting`` requests in, so the queue has no refusal of its own: ``add``
+  asserts that bound.
 * Every running request that has finished its prompt gets exactly one token per step, so no
   running request starves; a request leaves the batch the step it finishes.
 * Prompts are prefilled in chunks that share the step with the decode tokens (the token
   budget ``max_step_tokens`` bounds a step's length, and so the stall that a long new prompt
   causes for everyone else's next token).
 * Aborts (a consumer went away) and deadlines are applied at the start of each step, so a
-  slot is free within one step.
+  slot is free within one step. This is the only place a text request's deadline is enforced.
 
 The engine thread calls `schedule()`/`finish()`; the event-loop side only calls `add()` and
 `abort()`. One lock guards the state; nothing slow happens under it.
@@ -24,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pureinfer.engines.base import TextRequest
-from pureinfer.errors import WorkerOverloaded
 
 
 @dataclass(eq=False, slots=True)
@@ -80,14 +81,16 @@ class Scheduler:
 
     def add(self, seq: Sequence) -> None:
         with self._lock:
-            if len(self._waiting) + len(self._running) >= self.max_waiting + self.max_running:
-                raise WorkerOverloaded(
-                    "The text engine's queue is full",
-                    {"max_running": self.max_running, "max_waiting": self.max_waiting},
-                )
+            # Sequences whose consumer has let go no longer count: the gate released their
+            # permits already, though the engine thread removes them only at the next step.
+            live = sum(1 for s in (*self._waiting, *self._running) if s not in self._aborted)
+            assert live < self.max_running + self.max_waiting, (
+                f"admission let in more than this engine holds ({self.max_running} running + "
+                f"{self.max_waiting} waiting): size the engine from the same settings as the gate")
             self._waiting.append(seq)
 
     def abort(self, seq: Sequence) -> None:
+        """The consumer let go (done, failed or gone): taken out at the next step if still in."""
         with self._lock:
             self._aborted.add(seq)
 
