@@ -22,8 +22,8 @@ from pureinfer.db.store import Store, open_store
 from pureinfer.gateway.audit.router import router as audit_router
 from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
-from pureinfer.gateway.prompting.router import router as enhance_router
-from pureinfer.gateway.prompting.service import EnhanceService
+from pureinfer.gateway.prompting.router import router as prompting_router
+from pureinfer.gateway.prompting.service import PromptingService
 from pureinfer.gateway.settings import GatewaySettings
 from pureinfer.gateway.templates.router import router as templates_router
 from pureinfer.gateway.templates.service import TemplateService
@@ -57,7 +57,7 @@ class Gateway:
                                  flush_interval_s=settings.audit_flush_interval_s,
                                  max_buffer=settings.audit_max_buffer, retention_days=settings.audit_retention_days,
                                  store_timeout_s=settings.store_timeout_s)
-        self.enhance = EnhanceService(self)
+        self.prompting = PromptingService(self.templates, self.client, self.audit, settings)
 
 
 class RequestIdMiddleware:
@@ -129,7 +129,7 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
         return {"status": "healthy", "workers": len(workers), "healthy_workers": sum(w.healthy for w in workers),
                 "audit": gw.audit.status()}
 
-    app.include_router(enhance_router)
+    app.include_router(prompting_router)
     app.include_router(templates_router)
     app.include_router(workers_router)
     app.include_router(audit_router)

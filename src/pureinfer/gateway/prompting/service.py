@@ -13,20 +13,20 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pureinfer.errors import PureInferError, as_pureinfer_error
+from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.prompting.protocol import (
     ChatRequest,
     EnhanceRequest,
     EnhanceResponse,
     ExecutionMetadata,
 )
+from pureinfer.gateway.settings import GatewaySettings
 from pureinfer.gateway.templates.protocol import Selection
+from pureinfer.gateway.templates.service import TemplateService
 from pureinfer.gateway.workers.client import WorkerCall, WorkerClient
-
-if TYPE_CHECKING:
-    from pureinfer.gateway.app import Gateway
 
 log = logging.getLogger("pureinfer.gateway.prompting")
 
@@ -53,10 +53,16 @@ class _Interaction:
     worker_id: str | None = None  # the last worker tried, when the call failed
 
 
-class EnhanceService:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        self.settings = gw.settings
+class PromptingService:
+    """The only place prompts are assembled. It is given exactly the parts it uses: templates to
+    select from, the client that calls workers, the audit writer, and the settings."""
+
+    def __init__(self, templates: TemplateService, client: WorkerClient, audit: AuditWriter,
+                 settings: GatewaySettings) -> None:
+        self.templates = templates
+        self.client = client
+        self.audit = audit
+        self.settings = settings
 
     # -- helpers -------------------------------------------------------------------------------
     def _preview(self, text: str | None, n: int | None = None) -> str | None:
@@ -70,7 +76,7 @@ class EnhanceService:
     def _audit(self, it: _Interaction, status: int, error_code: str | None) -> None:
         sel, call = it.selection, it.call
         worker_id = call.worker.id if call else it.worker_id
-        self.gw.audit.record({
+        self.audit.record({
             "id": uuid.uuid4().hex, "created_at": datetime.now(UTC), "request_id": it.request_id,
             "endpoint": it.endpoint, "caller_key_id": it.caller_key_id,
             "template_name": sel.template.template_name if sel else None,
@@ -94,7 +100,7 @@ class EnhanceService:
         return err
 
     async def _select(self, it: _Interaction, key: Any, worker_type: str) -> Selection:
-        sel = await self.gw.templates.select(key)
+        sel = await self.templates.select(key)
         it.selection = sel
         t = sel.template
         log.info("Enhancing with template", extra={
@@ -137,7 +143,7 @@ class EnhanceService:
             it.messages_sha = messages_sha256(messages)
             payload = {"messages": messages, "max_tokens": sel.template.token_limit, **req.sampling()}
             self._payload_log(it, messages, sel.template.token_limit)
-            resp, it.call = await self.gw.client.post("chat", sel.template.enhancer_model, "/enhance",
+            resp, it.call = await self.client.post("chat", sel.template.enhancer_model, "/enhance",
                                                       payload, request_id)
             data = resp.json()
             enhanced = data.get("enhanced_prompt") or data.get("response") or ""
@@ -176,7 +182,7 @@ class EnhanceService:
             if req.stream:
                 payload["stream"] = True
             self._payload_log(it, messages, max_tokens)
-            resp, it.call = await self.gw.client.post("chat", sel.template.enhancer_model, "/chat", payload,
+            resp, it.call = await self.client.post("chat", sel.template.enhancer_model, "/chat", payload,
                                                       request_id, stream=req.stream)
             if req.stream:
                 t = sel.template
@@ -209,7 +215,7 @@ class StreamRelay:
     once: at the end of the stream, when the caller goes away mid-stream, and also when the
     response was cancelled before iteration began (then no generator code would ever run)."""
 
-    def __init__(self, svc: EnhanceService, it: _Interaction, resp: Any) -> None:
+    def __init__(self, svc: PromptingService, it: _Interaction, resp: Any) -> None:
         self.svc, self.it, self.resp = svc, it, resp
         self.text: list[str] = []
         self.status, self.done = 200, False

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
 LABEL_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,99}$"
@@ -17,7 +18,9 @@ LATEST = "latest"
 
 
 class TemplateFields(BaseModel):
-    """The content of one version (everything that makes two versions differ)."""
+    """The content of one version (everything that makes two versions differ). The one place
+    these fields are written: the update, output and cache models below derive from it, and the
+    SQL model has a column for each (a test checks)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -31,25 +34,25 @@ class TemplateFields(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+def _all_optional(model: type[BaseModel], name: str) -> type[BaseModel]:
+    """`model` with every field optional (default None) and its constraints kept."""
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
+        optional = FieldInfo.merge_field_infos(info, default=None)
+        optional.default_factory = None
+        fields[field_name] = (info.annotation | None, optional)
+    return create_model(name, __config__=model.model_config, **fields)
+
+
 class TemplateCreate(TemplateFields):
     template_name: str = Field(pattern=NAME_PATTERN)
     labels: list[str] = Field(default_factory=list, description="labels to point at this first version")
 
 
-class TemplateUpdate(BaseModel):
+class TemplateUpdate(_all_optional(TemplateFields, "TemplateChanges")):  # type: ignore[misc]
     """`PUT /templates/{id}`: a new version made of the current latest version with these
     fields replaced. Nothing is edited in place."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    enhancer_model: str | None = Field(None, min_length=1, max_length=100)
-    target_model: str | None = Field(None, min_length=1, max_length=100)
-    job_type: str | None = Field(None, min_length=1, max_length=50)
-    use_case: str | None = Field(None, min_length=1, max_length=50)
-    content_mode: str | None = Field(None, pattern=r"^(sfw|nsfw)$")
-    system_prompt: str | None = Field(None, min_length=1, max_length=100_000)
-    token_limit: int | None = Field(None, ge=1, le=32_768)
-    metadata: dict[str, Any] | None = None
     labels: list[str] = Field(default_factory=list, description="labels to move to the new version")
 
 
@@ -62,19 +65,16 @@ class LabelMove(BaseModel):
     version: int = Field(ge=1)
 
 
-class TemplateOut(BaseModel):
+class _Version(TemplateFields):
+    """One stored version: its content and where it sits."""
+
     id: int
     template_name: str
     version: int
-    enhancer_model: str
-    target_model: str
-    job_type: str
-    use_case: str
-    content_mode: str
-    system_prompt: str
-    token_limit: int
+
+
+class TemplateOut(_Version):
     is_active: bool
-    metadata: dict[str, Any]
     labels: list[str]
     created_at: datetime
     updated_at: datetime
@@ -87,20 +87,11 @@ class TemplateFamilyOut(BaseModel):
     versions: list[TemplateOut]
 
 
-@dataclass(frozen=True, slots=True)
-class TemplateView:
-    """The version a family serves, as held in the selection cache."""
+class TemplateView(_Version):
+    """The version a family serves, as held in the selection cache (immutable)."""
 
-    id: int
-    template_name: str
-    version: int
-    enhancer_model: str
-    target_model: str
-    job_type: str
-    use_case: str
-    content_mode: str
-    system_prompt: str
-    token_limit: int
+    model_config = ConfigDict(frozen=True)
+
     created_order: int  # row id: later versions/families sort later
 
 
