@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class FakeControl:
     script: list[int] = field(default_factory=list)
     always: int | None = None
     delay_s: float = 0.0
+    gate: threading.Event | None = None  # when given, work is answered only once it is set
     stream_delay_s: float = 0.0  # between SSE events
     redirect_to: str | None = None
     ready: bool = True
@@ -76,6 +78,8 @@ def fake_worker_app(ctl: FakeControl, *, key: str = WORKER_KEY, secret: str = WO
         status = ctl.script.pop(0) if ctl.script else ctl.always
         if ctl.delay_s:
             await asyncio.sleep(ctl.delay_s)
+        while ctl.gate is not None and not ctl.gate.is_set():
+            await asyncio.sleep(0.01)
         if status and status >= 300:
             code, msg = ENVELOPES.get(status, ("INTERNAL_ERROR", "x"))
             http_status = 503 if status == 507 else status

@@ -4,14 +4,18 @@ health checks, least-loaded routing, WORKER_UNAVAILABLE with Retry-After."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import httpx
 import pytest
 
+from pureinfer.gateway.workers.breaker import CircuitBreaker
+from pureinfer.gateway.workers.registry import WorkerRegistry, WorkerState
+from pureinfer.gateway.workers.urls import UrlPolicy
 from pureinfer.settings import WorkerSettings
 from pureinfer.worker.registration import run_registration
-from tests.support.gateway import ADMIN, CALLER, REG_SECRET, tpl
+from tests.support.gateway import ADMIN, CALLER, REG_SECRET, gateway_settings, tpl
 from tests.support.live import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -79,7 +83,7 @@ async def test_no_worker_is_unavailable_with_retry_after(sqlite_url, make_gatewa
 async def test_least_loaded_routing(sqlite_url, make_gateway, fake_workers):
     app, c = await make_gateway(sqlite_url, background=False)
     await c.post("/templates", json=tpl(), headers=ADMIN)
-    slow, s1 = fake_workers("slow", delay_s=0.6)
+    slow, s1 = fake_workers("slow", gate=threading.Event())  # answers when the test says so
     fast, s2 = fake_workers("fast")
     for s in (s1, s2):
         await c.post("/workers", json={"url": s.url, "models": ["qwen_instruct"]}, headers=ADMIN)
@@ -92,6 +96,7 @@ async def test_least_loaded_routing(sqlite_url, make_gateway, fake_workers):
     await wait_for(lambda: len(slow.calls) == 1)
     reg.workers[ids[s2.url]].in_flight = 0
     results = [await c.post("/enhance-prompt", json={"prompt": f"p{i}"}, headers=CALLER) for i in range(1, 4)]
+    slow.gate.set()
     assert all(r.json()["execution_metadata"]["worker_id"] == ids[s2.url] for r in results)
     assert (await first).json()["execution_metadata"]["worker_id"] == ids[s1.url]
     assert len(fast.calls) == 3 and len(slow.calls) == 1
@@ -171,3 +176,22 @@ async def test_health_check_revalidates_the_url(sqlite_url, make_gateway, fake_w
     dns["localhost"] = ["169.254.169.254"]
     assert await app.state.gateway.registry.check(st) is False
     assert st.last_error.startswith("url refused") and "cloud metadata" in st.last_error
+
+
+async def test_pick_is_a_rule_least_in_flight_then_in_turn(tmp_path):
+    """Routing is deterministic: the fewest requests in flight, ties taken in turn, the
+    requested model first, open circuits and unhealthy workers skipped."""
+    reg = WorkerRegistry(None, gateway_settings(tmp_path, "sqlite://"), None, UrlPolicy([]))  # type: ignore[arg-type]
+    for wid, models in (("a", ["m1"]), ("b", ["m1"]), ("c", ["m2"])):
+        reg.workers[wid] = WorkerState(id=wid, url=f"http://{wid}", worker_type="chat", models=models,
+                                       source="admin", breaker=CircuitBreaker(1, 60.0), healthy=True)
+    assert [reg.pick("chat", None).id for _ in range(6)] == ["a", "b", "c", "a", "b", "c"]
+    reg.workers["b"].in_flight = 1
+    assert {reg.pick("chat", None).id for _ in range(4)} == {"a", "c"}
+    assert [reg.pick("chat", "m1").id for _ in range(3)] == ["a", "a", "a"]  # b is busier
+    reg.workers["b"].in_flight = 0
+    assert sorted(reg.pick("chat", "m1").id for _ in range(4)) == ["a", "a", "b", "b"]
+    reg.workers["a"].breaker.failure()  # its circuit opens
+    reg.workers["c"].healthy = False
+    assert {reg.pick("chat", None).id for _ in range(3)} == {"b"}
+    assert reg.pick("chat", None, exclude={"b"}).id == "b"  # the only one left is retried

@@ -4,15 +4,16 @@ circuit state are this process's own view and live here.
 
 Routing: among workers of the right type (an `all` worker serves every type) that are healthy,
 not silent past `heartbeat_timeout_s` (self-registered ones) and whose circuit lets a request
-through, prefer those serving the requested model, then the fewest requests in flight (ties:
-random). None: WORKER_UNAVAILABLE with Retry-After.
+through, prefer those serving the requested model, then the fewest requests in flight; ties are
+taken in turn (round robin), so equal workers share sequential work evenly and the choice is a
+rule a test can check, not a draw. None: WORKER_UNAVAILABLE with Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -67,6 +68,7 @@ class WorkerRegistry:
         self.policy = policy
         self.workers: dict[str, WorkerState] = {}
         self._last_refresh = 0.0
+        self._turn = itertools.count()  # the round robin among equally loaded workers
 
     # -- store sync --------------------------------------------------------------------------
     def _new_state(self, row: Any) -> WorkerState:
@@ -201,6 +203,7 @@ class WorkerRegistry:
             with_model = [w for w in pool if model in w.models]
             pool = with_model or pool
         least = min(w.in_flight for w in pool)
-        chosen = random.choice([w for w in pool if w.in_flight == least])
+        ties = [w for w in pool if w.in_flight == least]
+        chosen = ties[next(self._turn) % len(ties)]
         chosen.breaker.acquire()
         return chosen
