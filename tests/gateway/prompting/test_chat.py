@@ -89,3 +89,31 @@ async def test_caller_disconnect_mid_stream(tmp_path, sqlite_url, fake_workers):
         assert all(w.in_flight == 0 for w in app.state.gateway.registry.workers.values())
     finally:
         gateway.stop()
+
+
+async def test_internal_errors_are_coded_and_audited(sqlite_url, make_gateway, fake_workers, monkeypatch):
+    """Whatever fails inside a request, the caller gets INTERNAL_ERROR (no stack trace) and the
+    audit trail a row. The first log line of /chat used to raise before the audited block (a
+    KeyError at INFO level): 500 and no row."""
+    from pureinfer.gateway.prompting import service
+
+    app, c, ctl = await setup(make_gateway, sqlite_url, fake_workers)
+
+    def broken_info(msg, *args, **kwargs):
+        raise RuntimeError("a log call that fails")
+    monkeypatch.setattr(service.log, "info", broken_info)
+    for endpoint, body in (("/chat", {"message": "hi"}), ("/enhance-prompt", {"prompt": "hi", "target_model": "chat",
+                                                                             "job_type": "chat", "use_case": "chat"})):
+        r = await c.post(endpoint, json=body, headers={**CALLER, "X-Request-ID": f"boom{endpoint.replace('/', '-')}"})
+        assert r.status_code == 500 and r.json()["error_code"] == "INTERNAL_ERROR", r.text
+        assert "a log call" not in r.text and r.json()["request_id"] == f"boom{endpoint.replace('/', '-')}"
+    monkeypatch.undo()
+    deadline = time.monotonic() + 10
+    while True:
+        rows = (await c.get("/audit?error_code=INTERNAL_ERROR", headers=ADMIN)).json()["records"]
+        if len(rows) == 2 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert {(r["request_id"], r["endpoint"], r["status"]) for r in rows} == {
+        ("boom-chat", "chat", 500), ("boom-enhance-prompt", "enhance-prompt", 500)}
+    assert all(r["prompt_preview"] == "hi" for r in rows)

@@ -90,13 +90,15 @@ class PromptingService:
         })
 
     def _failed(self, it: _Interaction, exc: BaseException) -> PureInferError:
+        """Any failure, ours included: the audit row first (it must exist whatever happens
+        next), then the log lines; the caller gets the coded error."""
         err = as_pureinfer_error(exc)
         it.worker_id = getattr(exc, "worker_id", None)
+        self._audit(it, err.http_status, err.code.value)
         if not isinstance(exc, PureInferError):
-            log.exception("unexpected error", extra={"event": "gateway_error"})
+            log.error("unexpected error", exc_info=exc, extra={"event": "gateway_error"})
         log.warning("request failed", extra={"event": f"{it.endpoint}_failed",
                                              "error_code": err.code.value, "error": err.message})
-        self._audit(it, err.http_status, err.code.value)
         return err
 
     async def _select(self, it: _Interaction, key: Any, worker_type: str) -> Selection:
@@ -132,12 +134,12 @@ class PromptingService:
     # -- /enhance-prompt -------------------------------------------------------------------------
     async def enhance(self, req: EnhanceRequest, request_id: str, caller_key_id: str | None) -> EnhanceResponse:
         it = _Interaction("enhance-prompt", request_id, caller_key_id, req.prompt)
-        log.info("Dynamic enhance prompt request", extra={
-            "event": "enhance_request", "prompt": self._preview(req.prompt, 100),
-            "jobType": req.job_type, "format": req.format, "quality": req.quality,
-            "selectedModel": req.enhancer_model or self.settings.default_enhancer_model,
-            "targetModel": req.target_model, "contentMode": req.content_mode, "promptLength": len(req.prompt)})
         try:
+            log.info("Dynamic enhance prompt request", extra={
+                "event": "enhance_request", "prompt": self._preview(req.prompt, 100),
+                "jobType": req.job_type, "format": req.format, "quality": req.quality,
+                "selectedModel": req.enhancer_model or self.settings.default_enhancer_model,
+                "targetModel": req.target_model, "contentMode": req.content_mode, "promptLength": len(req.prompt)})
             sel = await self._select(it, req.key(self.settings.default_enhancer_model), "chat")
             messages = req.messages(sel.template)
             it.messages_sha = messages_sha256(messages)
@@ -151,17 +153,17 @@ class PromptingService:
                                                                   data.get("tokens_generated"))
             out = EnhanceResponse(original_prompt=req.prompt, enhanced_prompt=enhanced, request_id=request_id,
                                   execution_metadata=self._metadata(it, data))
+            log.info("ENHANCED PROMPT GENERATED", extra={
+                "event": "enhance_result", "originalPrompt": self._preview(req.prompt),
+                "enhancedPrompt": self._preview(enhanced), "templateUsed": sel.template.template_name,
+                "templateVersion": sel.template.version, "fallback_level": sel.fallback_level,
+                "workerId": it.call.worker.id, "tokensGenerated": it.tokens_generated,
+                "latencyMs": out.execution_metadata.gateway_latency_ms})
         except asyncio.CancelledError:
             self._audit(it, 499, "CLIENT_DISCONNECTED")
             raise
         except Exception as exc:
             raise self._failed(it, exc) from None
-        log.info("ENHANCED PROMPT GENERATED", extra={
-            "event": "enhance_result", "originalPrompt": self._preview(req.prompt),
-            "enhancedPrompt": self._preview(enhanced), "templateUsed": sel.template.template_name,
-            "templateVersion": sel.template.version, "fallback_level": sel.fallback_level,
-            "workerId": it.call.worker.id, "tokensGenerated": it.tokens_generated,
-            "latencyMs": out.execution_metadata.gateway_latency_ms})
         self._audit(it, 200, None)
         return out
 
@@ -169,11 +171,11 @@ class PromptingService:
     async def chat(self, req: ChatRequest, request_id: str,
                    caller_key_id: str | None) -> dict[str, Any] | tuple[StreamRelay, dict[str, str]]:
         it = _Interaction("chat", request_id, caller_key_id, req.message)
-        log.info("Chat request", extra={
-            "event": "chat_request", "message": self._preview(req.message, 100),
-            "historyLength": len(req.history), "stream": req.stream, "contentMode": req.content_mode,
-            "messageLength": len(req.message)})
         try:
+            log.info("Chat request", extra={
+                "event": "chat_request", "userMessage": self._preview(req.message, 100),
+                "historyLength": len(req.history), "stream": req.stream, "contentMode": req.content_mode,
+                "messageLength": len(req.message)})
             sel = await self._select(it, req.key(self.settings.default_enhancer_model), "chat")
             messages = req.messages(sel.template)
             it.messages_sha = messages_sha256(messages)
@@ -196,14 +198,14 @@ class PromptingService:
             it.prompt_tokens, it.tokens_generated = data.get("prompt_tokens"), data.get("tokens_generated")
             out = {**data, "request_id": request_id,
                    "execution_metadata": self._metadata(it, data).model_dump()}
+            log.info("Chat response", extra={"event": "chat_result",
+                                             "response": self._preview(it.response), "workerId": it.call.worker.id,
+                                             "tokensGenerated": it.tokens_generated})
         except asyncio.CancelledError:
             self._audit(it, 499, "CLIENT_DISCONNECTED")
             raise
         except Exception as exc:
             raise self._failed(it, exc) from None
-        log.info("Chat response", extra={"event": "chat_result",
-                                         "response": self._preview(it.response), "workerId": it.call.worker.id,
-                                         "tokensGenerated": it.tokens_generated})
         self._audit(it, 200, None)
         return out
 
