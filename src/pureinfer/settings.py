@@ -56,7 +56,7 @@ CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
 
 class ServerSettings(BaseSettings):
     """What the worker and the gateway share: where they listen, the cache directory, their
-    callers' API keys and the rule that protects them, and their logs."""
+    callers' API keys and the rule that protects them, the request-body limit, and their logs."""
 
     model_config = SettingsConfigDict(env_prefix="PUREINFER_", extra="ignore")
 
@@ -65,6 +65,7 @@ class ServerSettings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir)
     api_keys: CommaList = Field(default_factory=list)
     insecure: bool = False  # listen on a non-loopback address without keys
+    max_body_bytes: int = Field(1_048_576, ge=1)  # larger request bodies: 413 before they are parsed
     log_level: str = "INFO"
     log_prompts: Literal["none", "preview", "full"] = "preview"
 
@@ -102,7 +103,6 @@ class WorkerSettings(ServerSettings):
     # Limits.
     max_tokens_limit: int = 2000
     request_timeout_s: float = 120.0
-    max_body_bytes: int = 1_048_576
     max_running_requests: int = 16
     max_queued_requests: int = 64
     drain_timeout_s: float = 30.0

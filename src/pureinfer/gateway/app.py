@@ -18,6 +18,7 @@ import httpx
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pureinfer.asgi import BodyLimit
 from pureinfer.db.store import Store, open_store
 from pureinfer.gateway.audit.router import router as audit_router
 from pureinfer.gateway.audit.writer import AuditWriter
@@ -118,7 +119,8 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
             await asyncio.to_thread(store.dispose)
 
     app = FastAPI(title="pureinfer gateway", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # 413 before any body is parsed
+    app.add_middleware(RequestIdMiddleware)  # outermost: the 413 carries the request id too
 
     install_error_handlers(app)  # the one envelope, as on the workers
 

@@ -40,19 +40,26 @@ class EnhanceRequest(Sampling):
         return [{"role": "system", "content": template.system_prompt}, {"role": "user", "content": self.prompt}]
 
 
+# Bounds of a chat turn: a long message is about 8k tokens of a 32k context, and a history longer
+# than MAX_HISTORY turns does not fit a context anyway; the body limit (--max-body-bytes, 1 MiB)
+# caps the total before any of this is parsed.
+MAX_MESSAGE_CHARS = 32_000
+MAX_HISTORY = 100
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # No "system": the gateway's template is the only system prompt.
     role: Literal["user", "assistant"]
-    content: str = Field(max_length=100_000)
+    content: str = Field(max_length=MAX_MESSAGE_CHARS)
 
 
 class ChatRequest(Sampling):
     model_config = ConfigDict(extra="forbid")
 
-    message: str = Field(min_length=1, max_length=100_000)
-    history: list[ChatMessage] = Field(default_factory=list, max_length=500)
+    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+    history: list[ChatMessage] = Field(default_factory=list, max_length=MAX_HISTORY)
     job_type: str = Field("chat", min_length=1, max_length=50)
     target_model: str = Field("chat", min_length=1, max_length=100)
     enhancer_model: str | None = Field(None, min_length=1, max_length=100)
