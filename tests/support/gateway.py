@@ -72,7 +72,8 @@ def fake_worker_app(ctl: FakeControl, *, key: str = WORKER_KEY, secret: str = WO
         except Unauthorized as exc:
             return JSONResponse({"success": False, "error": exc.message, "error_code": "UNAUTHORIZED"}, 401)
         payload = json.loads(body)
-        ctl.calls.append({"endpoint": endpoint, "payload": payload, "request_id": request.headers.get("x-request-id")})
+        ctl.calls.append({"endpoint": endpoint, "payload": payload, "request_id": request.headers.get("x-request-id"),
+                          "host": request.headers.get("host")})
         if ctl.redirect_to:
             return RedirectResponse(ctl.redirect_to, status_code=307)
         status = ctl.script.pop(0) if ctl.script else ctl.always

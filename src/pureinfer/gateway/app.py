@@ -31,7 +31,7 @@ from pureinfer.gateway.templates.service import TemplateService
 from pureinfer.gateway.workers.client import WorkerClient
 from pureinfer.gateway.workers.registry import WorkerRegistry
 from pureinfer.gateway.workers.router import router as workers_router
-from pureinfer.gateway.workers.transport import worker_http_client
+from pureinfer.gateway.workers.transport import AddressPins, worker_http_client
 from pureinfer.gateway.workers.urls import UrlPolicy
 from pureinfer.http_errors import install_error_handlers
 from pureinfer.logging import request_id_from, request_id_var
@@ -42,7 +42,7 @@ log = logging.getLogger("pureinfer.gateway")
 class Gateway:
     """The gateway's parts, built once per app."""
 
-    def __init__(self, settings: GatewaySettings, store: Store, http: httpx.AsyncClient,
+    def __init__(self, settings: GatewaySettings, store: Store, http: httpx.AsyncClient, pins: AddressPins,
                  url_policy: UrlPolicy | None = None) -> None:
         self.settings = settings
         self.store = store
@@ -52,7 +52,8 @@ class Gateway:
         self.templates = TemplateService(store, default_template=settings.default_template,
                                          allow_nsfw_fallback=settings.allow_nsfw_fallback,
                                          store_timeout_s=settings.store_timeout_s)
-        self.registry = WorkerRegistry(store, settings, http, url_policy or UrlPolicy(settings.worker_allowlist))
+        self.registry = WorkerRegistry(store, settings, http, url_policy or UrlPolicy(settings.worker_allowlist),
+                                       pins)
         self.client = WorkerClient(self.registry, settings, http)
         self.audit = AuditWriter(store, settings.effective_spill_path, batch_size=settings.audit_batch_size,
                                  flush_interval_s=settings.audit_flush_interval_s,
@@ -93,8 +94,9 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await asyncio.to_thread(open_store, settings.effective_database_url)
-        http = worker_http_client()
-        gw = Gateway(settings, store, http, url_policy)
+        pins = AddressPins()  # the registry validates worker addresses, the client connects to them only
+        http = worker_http_client(pins)
+        gw = Gateway(settings, store, http, pins, url_policy)
         app.state.gateway = gw
         tasks = [asyncio.create_task(gw.audit.run(), name="audit-writer")]
         try:

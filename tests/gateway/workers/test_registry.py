@@ -12,6 +12,7 @@ import pytest
 
 from pureinfer.gateway.workers.breaker import CircuitBreaker
 from pureinfer.gateway.workers.registry import WorkerRegistry, WorkerState
+from pureinfer.gateway.workers.transport import AddressPins
 from pureinfer.gateway.workers.urls import UrlPolicy
 from pureinfer.settings import WorkerSettings
 from pureinfer.worker.registration import run_registration
@@ -181,7 +182,8 @@ async def test_health_check_revalidates_the_url(sqlite_url, make_gateway, fake_w
 async def test_pick_is_a_rule_least_in_flight_then_in_turn(tmp_path):
     """Routing is deterministic: the fewest requests in flight, ties taken in turn, the
     requested model first, open circuits and unhealthy workers skipped."""
-    reg = WorkerRegistry(None, gateway_settings(tmp_path, "sqlite://"), None, UrlPolicy([]))  # type: ignore[arg-type]
+    reg = WorkerRegistry(None, gateway_settings(tmp_path, "sqlite://"), None, UrlPolicy([]),  # type: ignore[arg-type]
+                         AddressPins())
     for wid, models in (("a", ["m1"]), ("b", ["m1"]), ("c", ["m2"])):
         reg.workers[wid] = WorkerState(id=wid, url=f"http://{wid}", worker_type="chat", models=models,
                                        source="admin", breaker=CircuitBreaker(1, 60.0), healthy=True)

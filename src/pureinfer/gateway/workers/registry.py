@@ -28,7 +28,8 @@ from pureinfer.gateway.settings import GatewaySettings
 from pureinfer.gateway.workers import repository as repo
 from pureinfer.gateway.workers.breaker import CircuitBreaker
 from pureinfer.gateway.workers.protocol import WorkerOut
-from pureinfer.gateway.workers.urls import UrlPolicy
+from pureinfer.gateway.workers.transport import AddressPins
+from pureinfer.gateway.workers.urls import UrlPolicy, ValidatedUrl
 
 log = logging.getLogger("pureinfer.gateway.workers")
 
@@ -61,11 +62,12 @@ class WorkerState:
 
 class WorkerRegistry:
     def __init__(self, store: Store, settings: GatewaySettings, http: httpx.AsyncClient,
-                 policy: UrlPolicy) -> None:
+                 policy: UrlPolicy, pins: AddressPins) -> None:
         self.store = store
         self.settings = settings
-        self.http = http
+        self.http = http  # connects to `pins` only (transport.py)
         self.policy = policy
+        self.pins = pins
         self.workers: dict[str, WorkerState] = {}
         self._last_refresh = 0.0
         self._turn = itertools.count()  # the round robin among equally loaded workers
@@ -100,9 +102,18 @@ class WorkerRegistry:
         self._last_refresh = time.monotonic()
         return new
 
+    async def _validate(self, url: str) -> ValidatedUrl:
+        """Validate the URL (resolving its name) and pin the addresses validated: calls connect
+        to these and nowhere else until the next validation."""
+        checked = await anyio.to_thread.run_sync(self.policy.validate, url)
+        if self.pins.pin(checked.host, checked.port, checked.addresses):
+            log.info("worker address pinned", extra={"event": "worker_address", "url": checked.url,
+                                                     "addresses": list(checked.addresses)})
+        return checked
+
     async def add(self, url: str, worker_type: str, models: list[str], source: str,
                   info: dict[str, Any] | None = None) -> WorkerState:
-        url = await anyio.to_thread.run_sync(self.policy.validate, url)
+        url = (await self._validate(url)).url
 
         def write() -> Any:
             with self.store.transaction() as s:
@@ -140,10 +151,10 @@ class WorkerRegistry:
 
     # -- health ------------------------------------------------------------------------------
     async def check(self, st: WorkerState) -> bool:
-        """GET /health/ready (redirects not followed). The URL is validated again first, so a name
-        that now resolves to a refused address leaves rotation."""
+        """GET /health/ready (redirects not followed). The URL is validated (and its addresses
+        pinned) again first, so a name that now resolves to a refused address leaves rotation."""
         try:
-            await anyio.to_thread.run_sync(self.policy.validate, st.url)
+            await self._validate(st.url)
             timeout = httpx.Timeout(self.settings.connect_timeout_s, read=max(self.settings.connect_timeout_s, 2.0))
             resp = await self.http.get(st.url + "/health/ready", timeout=timeout)
             ok = resp.status_code == 200
