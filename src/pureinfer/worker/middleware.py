@@ -104,4 +104,5 @@ class Guard:
             self.keys.check(presented_key(headers))
         if self.verifier is not None:
             self.verifier.verify(scope["method"], scope["path"], body,
-                                 headers.get(TIMESTAMP_HEADER.lower()), headers.get(SIGNATURE_HEADER.lower()))
+                                 headers.get(TIMESTAMP_HEADER.lower()), headers.get(SIGNATURE_HEADER.lower()),
+                                 query=scope.get("query_string", b"").decode("latin-1"))
