@@ -130,11 +130,22 @@ class WorkerSettings(ServerSettings):
     s3_region: str | None = None
     s3_presign_expiry_s: int = 3600
 
-    # Gateway registration.
+    # Gateway registration: gateway_url turns it on and then needs gateway_secret (the gateway's
+    # --registration-secret), which must differ from signing_secret.
     gateway_url: str | None = None
     gateway_secret: str | None = None
     worker_url: str | None = None  # the URL the gateway should call us at
     heartbeat_s: float = 10.0
+
+    @model_validator(mode="after")
+    def _registration_secret(self) -> WorkerSettings:
+        if self.gateway_url and not self.gateway_secret:
+            raise ValueError("--gateway needs --gateway-secret (the gateway's --registration-secret): "
+                             "registration and heartbeats are signed")
+        if self.gateway_secret and self.gateway_secret == self.signing_secret:
+            raise ValueError("--gateway-secret must differ from --signing-secret: the registration secret "
+                             "and the key of the gateway's calls are kept apart")
+        return self
 
     @property
     def demo_dir(self) -> Path:

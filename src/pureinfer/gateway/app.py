@@ -47,8 +47,10 @@ class Gateway:
         self.settings = settings
         self.store = store
         self.http = http
-        self.auth = GatewayAuth(settings.api_keys, settings.admin_keys,
-                                settings.registration_secret or settings.worker_signing_secret, settings.insecure)
+        # Registration has its own secret, never the worker signing secret: a worker holding the
+        # key it registers with must not hold the key that authenticates gateway->worker calls.
+        self.auth = GatewayAuth(settings.api_keys, settings.admin_keys, settings.registration_secret,
+                                settings.insecure)
         self.templates = TemplateService(store, default_template=settings.default_template,
                                          allow_nsfw_fallback=settings.allow_nsfw_fallback,
                                          store_timeout_s=settings.store_timeout_s)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pureinfer.settings import CommaList, ServerSettings
 
@@ -28,7 +28,9 @@ class GatewaySettings(ServerSettings):
     # Calling workers: Bearer key and HMAC secret the workers expect.
     worker_api_key: str | None = None
     worker_signing_secret: str | None = None
-    # Secret workers sign their registration and heartbeats with (their --gateway-secret).
+    # Secret workers sign their registration and heartbeats with (their --gateway-secret); it
+    # turns self-registration on (without it only --insecure accepts unsigned registration) and
+    # must differ from worker_signing_secret.
     registration_secret: str | None = None
     # Worker URL rules: host names ("name", "*.suffix") and CIDRs workers may live in.
     worker_allowlist: CommaList = Field(default_factory=lambda: list(DEFAULT_ALLOWLIST))
@@ -64,6 +66,13 @@ class GatewaySettings(ServerSettings):
     audit_max_buffer: int = 10_000
     audit_retention_days: float = 30.0
     audit_preview_chars: int = 200
+
+    @model_validator(mode="after")
+    def _separate_secrets(self) -> GatewaySettings:
+        if self.registration_secret and self.registration_secret == self.worker_signing_secret:
+            raise ValueError("--registration-secret must differ from --worker-signing-secret: a worker that "
+                             "registers must not hold the key that signs the gateway's calls to workers")
+        return self
 
     def required_keys(self) -> list[tuple[list[str], str, str]]:
         return [*super().required_keys(),

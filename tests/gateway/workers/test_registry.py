@@ -4,6 +4,7 @@ health checks, least-loaded routing, WORKER_UNAVAILABLE with Retry-After."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -138,8 +139,11 @@ async def test_self_registration_and_heartbeats(database_url, make_gateway, fake
 async def test_registration_refused_and_gateway_down(sqlite_url, make_gateway, fake_workers):
     app, c = await make_gateway(sqlite_url)
     _, srv = fake_workers("w")
-    # Wrong secret, unsigned, and a forbidden URL: refused, nothing registered.
-    for secret, url in (("wrong", srv.url), (None, srv.url), (REG_SECRET, "http://169.254.169.254:80")):
+    # Wrong secret, unsigned, and a forbidden URL: refused, nothing registered. (A worker cannot be
+    # started with --gateway and no secret any more; an unsigned registration is sent by hand.)
+    r = await c.post("/workers/register", json={"url": srv.url})
+    assert r.status_code == 401 and r.json()["error"] == "Missing request signature"
+    for secret, url in (("wrong", srv.url), (REG_SECRET, "http://169.254.169.254:80")):
         ws = WorkerSettings(gateway_url="http://gateway", gateway_secret=secret, worker_url=url, heartbeat_s=0.05,
                             cache_dir="/tmp/unused")
         task = asyncio.create_task(run_registration(ws, {}, client=c))
@@ -197,3 +201,24 @@ async def test_pick_is_a_rule_least_in_flight_then_in_turn(tmp_path):
     reg.workers["c"].healthy = False
     assert {reg.pick("chat", None).id for _ in range(3)} == {"b"}
     assert reg.pick("chat", None, exclude={"b"}).id == "b"  # the only one left is retried
+
+
+async def test_registration_never_uses_the_worker_signing_secret(sqlite_url, make_gateway, fake_workers, tmp_path):
+    """The registration secret used to fall back to the worker signing secret: every worker that
+    registered held the key of the gateway's calls to workers. Separate secrets, both required."""
+    from pureinfer.security import sign
+    from tests.support.gateway import WORKER_SECRET
+
+    app, c = await make_gateway(sqlite_url, registration_secret=None)  # signing secret set, no registration one
+    _, srv = fake_workers("w")
+    body = json.dumps({"url": srv.url}).encode()
+    r = await c.post("/workers/register", content=body,
+                     headers={"Content-Type": "application/json", **sign(WORKER_SECRET, "POST", "/workers/register", body)})
+    assert r.status_code == 401 and "registration is disabled" in r.json()["error"]
+    assert app.state.gateway.registry.workers == {}
+    with pytest.raises(ValueError, match="must differ"):
+        gateway_settings(tmp_path, sqlite_url, registration_secret="same", worker_signing_secret="same")
+    with pytest.raises(ValueError, match="--gateway needs --gateway-secret"):
+        WorkerSettings(gateway_url="http://gateway", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="must differ"):
+        WorkerSettings(gateway_url="http://gateway", gateway_secret="same", signing_secret="same", cache_dir=tmp_path)
