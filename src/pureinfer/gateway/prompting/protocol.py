@@ -7,13 +7,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pureinfer.gateway.bounds import MAX_SQL_BIGINT
 from pureinfer.gateway.templates.protocol import SelectionKey, TemplateView
 
 
 class Sampling(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SQL_BIGINT, description="the worker's range; audited as BIGINT")
 
     def sampling(self) -> dict[str, Any]:
         return {k: v for k, v in (("temperature", self.temperature), ("top_p", self.top_p),

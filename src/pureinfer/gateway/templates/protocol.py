@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
+
+from pureinfer.gateway.bounds import MAX_SQL_INT, StoredText
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
 LABEL_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,99}$"
 CONTENT_MODES = ("sfw", "nsfw")
 PRODUCTION = "production"
 LATEST = "latest"
+
+Label = Annotated[str, Field(pattern=LABEL_PATTERN)]
 
 
 class TemplateFields(BaseModel):
@@ -24,12 +28,12 @@ class TemplateFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enhancer_model: str = Field(min_length=1, max_length=100)
-    target_model: str = Field(min_length=1, max_length=100)
-    job_type: str = Field(min_length=1, max_length=50)
-    use_case: str = Field(min_length=1, max_length=50)
+    enhancer_model: StoredText = Field(min_length=1, max_length=100)
+    target_model: StoredText = Field(min_length=1, max_length=100)
+    job_type: StoredText = Field(min_length=1, max_length=50)
+    use_case: StoredText = Field(min_length=1, max_length=50)
     content_mode: str = Field(pattern=r"^(sfw|nsfw)$")
-    system_prompt: str = Field(min_length=1, max_length=100_000)
+    system_prompt: StoredText = Field(min_length=1, max_length=100_000)
     token_limit: int = Field(ge=1, le=32_768)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -46,14 +50,14 @@ def _all_optional(model: type[BaseModel], name: str) -> type[BaseModel]:
 
 class TemplateCreate(TemplateFields):
     template_name: str = Field(pattern=NAME_PATTERN)
-    labels: list[str] = Field(default_factory=list, description="labels to point at this first version")
+    labels: list[Label] = Field(default_factory=list, max_length=20, description="labels to point at this first version")
 
 
 class TemplateUpdate(_all_optional(TemplateFields, "TemplateChanges")):  # type: ignore[misc]
     """`PUT /templates/{id}`: a new version made of the current latest version with these
     fields replaced. Nothing is edited in place."""
 
-    labels: list[str] = Field(default_factory=list, description="labels to move to the new version")
+    labels: list[Label] = Field(default_factory=list, max_length=20, description="labels to move to the new version")
 
 
 class LabelMove(BaseModel):
@@ -61,8 +65,8 @@ class LabelMove(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    label: str = Field(pattern=LABEL_PATTERN)
-    version: int = Field(ge=1)
+    label: Label
+    version: int = Field(ge=1, le=MAX_SQL_INT)
 
 
 class _Version(TemplateFields):

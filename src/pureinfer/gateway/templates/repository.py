@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from pureinfer.db.models import TemplateGeneration, TemplateLabel, TemplateVersion, utcnow
 from pureinfer.db.store import as_utc
 from pureinfer.errors import InvalidPayload, NotFound
+from pureinfer.gateway.bounds import as_row_id
 from pureinfer.gateway.templates.protocol import (
     LATEST,
     TemplateFamilyOut,
@@ -47,8 +48,9 @@ def read_generation(engine: Engine) -> int:
 
 def resolve_name(s: Session, ref: str) -> str:
     """`{id}` in the admin API is a template name, or the numeric id of any of its versions."""
-    if ref.isdigit():
-        name = s.execute(select(TemplateVersion.template_name).where(TemplateVersion.id == int(ref))).scalar()
+    row_id = as_row_id(ref)
+    if row_id is not None:
+        name = s.execute(select(TemplateVersion.template_name).where(TemplateVersion.id == row_id)).scalar()
     else:
         name = s.execute(select(TemplateVersion.template_name)
                          .where(TemplateVersion.template_name == ref).limit(1)).scalar()
