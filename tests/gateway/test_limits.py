@@ -32,9 +32,9 @@ async def test_bodies_over_the_limit_are_refused_unread(sqlite_url, make_gateway
     assert r.status_code == 413 and r.json()["details"]["max_bytes"] == 10_000
     # Admin endpoints and registration are under the same limit.
     r = await c.post("/templates", json=tpl(system_prompt="p" * 20_000), headers=ADMIN)
-    assert r.status_code == 413
+    assert r.status_code == 413 and r.json()["error_code"] == "INVALID_PAYLOAD"
     r = await c.post("/workers/register", content=b"{" + b" " * 20_000 + b"}")
-    assert r.status_code == 413
+    assert r.status_code == 413 and r.json()["error_code"] == "INVALID_PAYLOAD"
 
 
 async def test_default_limit_and_chat_bounds(sqlite_url, make_gateway):

@@ -48,9 +48,9 @@ async def test_audit_rows_for_successes_and_failures(database_url, make_gateway,
     assert ok.status_code == 200
     ctl.script = [400]
     bad = await c.post("/enhance-prompt", json={"prompt": "too long"}, headers={**CALLER, "X-Request-ID": "bad-1"})
-    assert bad.status_code == 400
+    assert bad.status_code == 400 and bad.json()["error_code"] == "TOKEN_LIMIT_EXCEEDED"
     nf = await c.post("/enhance-prompt", json={"prompt": "x", "target_model": "nope"}, headers={**CALLER, "X-Request-ID": "nf-1"})
-    assert nf.status_code == 404
+    assert nf.status_code == 404 and nf.json()["error_code"] == "TEMPLATE_NOT_FOUND"
     chat = await c.post("/chat", json={"message": "hi", "target_model": "sdxl", "job_type": "image",
                                        "use_case": "enhancement"}, headers={**CALLER, "X-Request-ID": "chat-1"})
     assert chat.status_code == 200
@@ -86,7 +86,8 @@ async def test_audit_rows_for_successes_and_failures(database_url, make_gateway,
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
     assert await ids(f"since={future}") == set()
     assert len(await ids("limit=2")) == 2
-    assert (await c.get("/audit", headers=CALLER)).status_code == 401
+    denied = await c.get("/audit", headers=CALLER)
+    assert denied.status_code == 401 and denied.json()["error_code"] == "UNAUTHORIZED"
 
 
 def entry(**kw) -> dict:
@@ -316,7 +317,8 @@ async def test_database_outage_neither_slows_nor_loses(pg_schemas, make_gateway,
             during.append(time.perf_counter() - t)
             assert r.status_code == 200, r.text  # cached templates keep serving
         ctl.script = [400]
-        assert (await c.post("/enhance-prompt", json={"prompt": "failing"}, headers=CALLER)).status_code == 400
+        failing = await c.post("/enhance-prompt", json={"prompt": "failing"}, headers=CALLER)
+        assert failing.status_code == 400 and failing.json()["error_code"] == "TOKEN_LIMIT_EXCEEDED"
         writer = app.state.gateway.audit
         await asyncio.sleep(0.5)
         assert writer.status()["store_ok"] is False and writer.pending_spill()

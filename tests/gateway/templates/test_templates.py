@@ -91,7 +91,7 @@ async def test_admin_api_needs_admin_key(sqlite_url, make_gateway):
     _, c = await make_gateway(sqlite_url, background=False)
     assert (await c.get("/templates")).json()["error_code"] == "UNAUTHORIZED"
     r = await c.post("/templates", json=tpl(), headers={"Authorization": "Bearer caller-key"})
-    assert r.status_code == 401
+    assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHORIZED"
     r = await c.post("/templates", json=tpl(content_mode="maybe", token_limit=0), headers=ADMIN)
     assert r.status_code == 400
     fields = {f["field"] for f in r.json()["details"]["fields"]}

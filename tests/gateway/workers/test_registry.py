@@ -44,7 +44,8 @@ async def test_admin_registry_and_health_checks(database_url, make_gateway, fake
     for bad in ("ftp://127.0.0.1:1", "http://169.254.169.254", "http://10.0.0.7:8000", "http://[fe80::1]:80"):
         r = await c.post("/workers", json={"url": bad}, headers=ADMIN)
         assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PAYLOAD", bad
-    assert (await c.post("/workers", json={"url": srv.url})).status_code == 401  # admin only
+    r = await c.post("/workers", json={"url": srv.url})  # admin only
+    assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHORIZED"
 
     # A second gateway process on the same store sees the worker (refresh) and checks it.
     app2, c2 = await make_gateway(database_url)
@@ -79,7 +80,8 @@ async def test_no_worker_is_unavailable_with_retry_after(sqlite_url, make_gatewa
     # An image worker does not serve chat.
     _, img = fake_workers("img")
     await c.post("/workers", json={"url": img.url, "worker_type": "image"}, headers=ADMIN)
-    assert (await c.post("/enhance-prompt", json={"prompt": "a"}, headers=CALLER)).status_code == 503
+    r = await c.post("/enhance-prompt", json={"prompt": "a"}, headers=CALLER)
+    assert r.status_code == 503 and r.json()["error_code"] == "WORKER_UNAVAILABLE"
 
 
 async def test_least_loaded_routing(sqlite_url, make_gateway, fake_workers):
