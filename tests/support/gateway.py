@@ -40,6 +40,9 @@ class FakeControl:
     stream_delay_s: float = 0.0  # between SSE events
     redirect_to: str | None = None
     ready: bool = True
+    # Refuse message contents holding these special tokens, as a worker does (INVALID_PAYLOAD
+    # naming messages[i].content).
+    special_tokens: tuple[str, ...] = ()
     calls: list[dict[str, Any]] = field(default_factory=list)
     health_calls: int = 0
 
@@ -76,6 +79,14 @@ def fake_worker_app(ctl: FakeControl, *, key: str = WORKER_KEY, secret: str = WO
                           "host": request.headers.get("host")})
         if ctl.redirect_to:
             return RedirectResponse(ctl.redirect_to, status_code=307)
+        for i, m in enumerate(payload.get("messages", [])):
+            found = [t for t in ctl.special_tokens if t in m["content"]]
+            if found:
+                msg = f"contains the tokenizer's special token {found[0]!r}; message text is never a control token"
+                return JSONResponse({"success": False, "error": f"messages[{i}].content: {msg}",
+                                     "details": {"fields": [{"field": f"messages[{i}].content", "message": msg}]},
+                                     "error_code": "INVALID_PAYLOAD", "suggested_action": "Remove it",
+                                     "request_id": "w"}, 400)
         status = ctl.script.pop(0) if ctl.script else ctl.always
         if ctl.delay_s:
             await asyncio.sleep(ctl.delay_s)

@@ -40,6 +40,10 @@ class EnhanceRequest(Sampling):
     def messages(self, template: TemplateView) -> list[dict[str, str]]:
         return [{"role": "system", "content": template.system_prompt}, {"role": "user", "content": self.prompt}]
 
+    def caller_field(self, index: int) -> str | None:
+        """The field of this request that became `messages[index]` (None: the template's)."""
+        return "prompt" if index == 1 else None
+
 
 # Bounds of a chat turn: a long message is about 8k tokens of a 32k context, and a history longer
 # than MAX_HISTORY turns does not fit a context anyway; the body limit (--max-body-bytes, 1 MiB)
@@ -76,6 +80,12 @@ class ChatRequest(Sampling):
     def messages(self, template: TemplateView) -> list[dict[str, str]]:
         return ([{"role": "system", "content": template.system_prompt}]
                 + [m.model_dump() for m in self.history] + [{"role": "user", "content": self.message}])
+
+    def caller_field(self, index: int) -> str | None:
+        """The field of this request that became `messages[index]` (None: the template's)."""
+        if 1 <= index <= len(self.history):
+            return f"history.{index - 1}.content"
+        return "message" if index == len(self.history) + 1 else None
 
 
 class ExecutionMetadata(BaseModel):

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pureinfer.errors import PureInferError, as_pureinfer_error
+from pureinfer.errors import InternalError, InvalidPayload, PureInferError, as_pureinfer_error
 from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.prompting.protocol import (
     ChatRequest,
@@ -29,6 +30,50 @@ from pureinfer.gateway.templates.service import TemplateService
 from pureinfer.gateway.workers.client import WorkerCall, WorkerClient
 
 log = logging.getLogger("pureinfer.gateway.prompting")
+
+
+# A worker names a message's field as messages[i].content (or messages.i.content, pydantic's path).
+_MESSAGE_FIELD = re.compile(r"^messages(?:\[(\d+)\]|\.(\d+))\.content$")
+
+
+def in_callers_terms(exc: InvalidPayload, req: EnhanceRequest | ChatRequest,
+                     selection: Selection | None) -> PureInferError:
+    """A worker's INVALID_PAYLOAD about `messages[i].content` (e.g. special tokens in a message)
+    named the messages the gateway built; the caller sent `prompt`, `message` or `history`, so
+    the error names those. The template's own system prompt (messages[0]) is no caller's doing:
+    that is an internal error naming the template, for an admin to fix."""
+    details = exc.details if isinstance(exc.details, dict) else {}
+    fields = details.get("fields")
+    if not isinstance(fields, list):
+        return exc
+    out = _caller_fields(exc, details, fields, req, selection)
+    out.worker_id = getattr(exc, "worker_id", None)  # type: ignore[attr-defined]  # for the audit row
+    return out
+
+
+def _caller_fields(exc: InvalidPayload, details: dict[str, Any], fields: list[Any],
+                   req: EnhanceRequest | ChatRequest, selection: Selection | None) -> PureInferError:
+    mapped: list[dict[str, Any]] = []
+    for item in fields:
+        match = _MESSAGE_FIELD.match(str(item.get("field", ""))) if isinstance(item, dict) else None
+        if match is None:
+            mapped.append(item)
+            continue
+        index = int(match.group(1) or match.group(2))
+        field = req.caller_field(index)
+        if field is None:
+            t = selection.template if selection else None
+            return InternalError(
+                "The worker refused the template's system prompt",
+                {"template_name": t.template_name if t else None, "template_version": t.version if t else None,
+                 "worker_message": item.get("message")},
+                suggested_action="An admin must fix this template's system_prompt; retry after that")
+        mapped.append({**item, "field": field})
+    summary = "; ".join(f"{f.get('field')}: {f.get('message')}" for f in mapped[:5] if isinstance(f, dict))
+    out = InvalidPayload(f"Invalid request: {summary}", {**details, "fields": mapped},
+                         suggested_action=exc.suggested_action)
+    out.http_status = exc.http_status
+    return out
 
 
 def messages_sha256(messages: list[dict[str, str]]) -> str:
@@ -145,8 +190,11 @@ class PromptingService:
             it.messages_sha = messages_sha256(messages)
             payload = {"messages": messages, "max_tokens": sel.template.token_limit, **req.sampling()}
             self._payload_log(it, messages, sel.template.token_limit)
-            resp, it.call = await self.client.post("chat", sel.template.enhancer_model, "/enhance",
-                                                      payload, request_id)
+            try:
+                resp, it.call = await self.client.post("chat", sel.template.enhancer_model, "/enhance",
+                                                       payload, request_id)
+            except InvalidPayload as exc:
+                raise in_callers_terms(exc, req, sel) from None
             data = resp.json()
             enhanced = data.get("enhanced_prompt") or data.get("response") or ""
             it.response, it.prompt_tokens, it.tokens_generated = (enhanced, data.get("prompt_tokens"),
@@ -184,8 +232,11 @@ class PromptingService:
             if req.stream:
                 payload["stream"] = True
             self._payload_log(it, messages, max_tokens)
-            resp, it.call = await self.client.post("chat", sel.template.enhancer_model, "/chat", payload,
-                                                      request_id, stream=req.stream)
+            try:
+                resp, it.call = await self.client.post("chat", sel.template.enhancer_model, "/chat", payload,
+                                                       request_id, stream=req.stream)
+            except InvalidPayload as exc:
+                raise in_callers_terms(exc, req, sel) from None
             if req.stream:
                 t = sel.template
                 headers = {"X-Request-ID": request_id, "X-Template-Name": t.template_name,
