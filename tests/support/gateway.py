@@ -106,12 +106,15 @@ def fake_worker_app(ctl: FakeControl, *, key: str = WORKER_KEY, secret: str = WO
                     if ctl.stream_delay_s:
                         await asyncio.sleep(ctl.stream_delay_s)
                     yield f"data: {json.dumps({'text': word + ' '})}\n\n".encode()
-                yield f"data: {json.dumps({'text': '', 'finish_reason': 'stop', 'tokens_generated': 5, 'prompt_tokens': 9})}\n\n".encode()
+                final = {'text': '', 'finish_reason': 'stop', 'tokens_generated': 5, 'prompt_tokens': 9,
+                         'prompt_sha256': "1" * 64, 'model_used': 'qwen_instruct', 'seed': payload.get('seed', 4242)}
+                yield f"data: {json.dumps(final)}\n\n".encode()
                 yield b"data: [DONE]\n\n"
             return StreamingResponse(events(), media_type="text/event-stream")
         out = {"success": True, "generation_time": 0.01, "tokens_generated": 5, "prompt_tokens": 9,
                "prompt_sha256": "0" * 64, "model_used": payload.get("model", "qwen_instruct"), "finish_reason": "stop",
-               "request_id": request.headers.get("x-request-id"), "pure_inference": True}
+               "request_id": request.headers.get("x-request-id"), "pure_inference": True,
+               "no_prompt_overrides": True, "seed": payload.get("seed", 4242)}
         out["enhanced_prompt" if endpoint == "enhance" else "response"] = text
         return out
 

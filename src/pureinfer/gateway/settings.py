@@ -8,6 +8,7 @@ Host, port, cache dir, caller keys, --insecure and logging come from the core `S
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -66,6 +67,9 @@ class GatewaySettings(ServerSettings):
     audit_max_buffer: int = 10_000
     audit_retention_days: float = 30.0
     audit_preview_chars: int = 200
+    # What of the prompt and response the audit row keeps: previews (audit_preview_chars), or
+    # with "full" the exact messages sent and the whole response as well.
+    audit_prompts: Literal["none", "preview", "full"] = "preview"
 
     @model_validator(mode="after")
     def _separate_secrets(self) -> GatewaySettings:
