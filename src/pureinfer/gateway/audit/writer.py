@@ -58,8 +58,9 @@ def _to_row(entry: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"not audit columns: {sorted(unknown)}")
     row = dict.fromkeys(ENTRY_FIELDS) | entry
-    if isinstance(row.get("created_at"), str):
-        row["created_at"] = datetime.fromisoformat(row["created_at"])
+    created = row.get("created_at")
+    if isinstance(created, str):
+        row["created_at"] = datetime.fromisoformat(created)
     for key, value in row.items():
         # PostgreSQL text cannot hold NUL, and a model (or a caller) can produce one: stored as-is
         # it fails the whole batch, again on every replay. Previews are previews; the exact text

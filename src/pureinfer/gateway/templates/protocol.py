@@ -44,6 +44,7 @@ def _all_optional(model: type[BaseModel], name: str) -> type[BaseModel]:
     for field_name, info in model.model_fields.items():
         optional = FieldInfo.merge_field_infos(info, default=None)
         optional.default_factory = None
+        assert info.annotation is not None
         fields[field_name] = (info.annotation | None, optional)
     return create_model(name, __config__=model.model_config, **fields)
 

@@ -110,7 +110,7 @@ class CoalescingBackend(httpcore.AsyncNetworkBackend):
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
                                   socket_options: Any = None) -> httpcore.AsyncNetworkStream:
-        return _CoalescingStream(await self._inner.connect_unix_socket(path, timeout, socket_options))
+        raise httpcore.ConnectError("worker calls connect over TCP, to validated addresses only")
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
