@@ -328,6 +328,8 @@ async def test_database_outage_neither_slows_nor_loses(pg_schemas, make_gateway,
 
         proxy.restore()  # back: the spill file is replayed, nothing lost, nothing doubled
         await wait_for(await stored_is(36), timeout=20)
+        # The replay deletes its file after its last batch is stored (a file-thread step later).
+        await wait_for(lambda: asyncio.sleep(0, not writer.pending_spill()), timeout=5)
         assert not writer.pending_spill()
         rows = (await c.get("/audit?limit=1000", headers=ADMIN)).json()["records"]
         prompts = {r["prompt_preview"] for r in rows}

@@ -57,8 +57,11 @@ async def test_chat_stream_passes_sse_through(sqlite_url, make_gateway, fake_wor
     events = [e for e in raw.decode().split("\n\n") if e]
     assert events[-1] == "data: [DONE]" and len(events) == 6
     assert ctl.calls[-1]["payload"]["stream"] is True and ctl.calls[-1]["payload"]["max_tokens"] == 20
-    await asyncio.sleep(0.2)
-    rec = (await c.get("/audit?request_id=s-1", headers=ADMIN)).json()["records"][0]
+    deadline = time.monotonic() + 10  # the audit writer is asynchronous: wait for its batch
+    while not (records := (await c.get("/audit?request_id=s-1", headers=ADMIN)).json()["records"]):
+        assert time.monotonic() < deadline, "no audit row"
+        await asyncio.sleep(0.05)
+    rec = records[0]
     assert rec["response_preview"] == "[w] enhanced: tell me " and rec["tokens_generated"] == 5
     assert rec["status"] == 200 and rec["endpoint"] == "chat"
     assert app.state.gateway.registry.workers[rec["worker_id"]].in_flight == 0
