@@ -155,4 +155,12 @@ async def test_a_refused_message_is_named_by_the_callers_field(sqlite_url, make_
         if len(rows) == 4 or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
-    assert {r["error_code"] for r in rows} == {"INVALID_PAYLOAD"} and all(r["worker_id"] for r in rows)
+    assert {r["error_code"] for r in rows} == {"INVALID_PAYLOAD"}
+    assert all(r["worker_id"] and r["attempts"] == 1 for r in rows)
+    # A worker's refusal of anything but a message's content passes through unchanged.
+    from pureinfer.errors import InvalidPayload
+    from pureinfer.gateway.prompting.protocol import ChatRequest
+    from pureinfer.gateway.prompting.service import in_callers_terms
+
+    other = InvalidPayload.field("max_tokens", "over this worker's maximum")
+    assert in_callers_terms(other, ChatRequest(message="m"), None) is other

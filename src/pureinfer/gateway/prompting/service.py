@@ -53,7 +53,8 @@ def in_callers_terms(exc: InvalidPayload, req: EnhanceRequest | ChatRequest,
     if not isinstance(fields, list):
         return exc
     out = _caller_fields(exc, details, fields, req, selection)
-    out.worker_id = getattr(exc, "worker_id", None)  # type: ignore[attr-defined]  # for the audit row
+    for attr in ("worker_id", "attempts"):  # what the client noted for the audit row
+        setattr(out, attr, getattr(exc, attr, None))
     return out
 
 
@@ -75,6 +76,8 @@ def _caller_fields(exc: InvalidPayload, details: dict[str, Any], fields: list[An
                  "worker_message": item.get("message")},
                 suggested_action="An admin must fix this template's system_prompt; retry after that")
         mapped.append({**item, "field": field})
+    if mapped == fields:
+        return exc  # nothing about the messages: the worker's envelope passes through unchanged
     summary = "; ".join(f"{f.get('field')}: {f.get('message')}" for f in mapped[:5] if isinstance(f, dict))
     out = InvalidPayload(f"Invalid request: {summary}", {**details, "fields": mapped},
                          suggested_action=exc.suggested_action)
