@@ -10,11 +10,30 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import logging  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from pureinfer.logging import configure_logging  # noqa: E402
+
 pytest_plugins = ["tests.support.worker", "tests.support.image"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cli_logging() -> Iterator[None]:
+    """Every test runs under the logging `pureinfer worker` and `pureinfer gateway` install
+    (`configure_logging(settings.log_level)`, INFO by default: the JSON formatter on stderr), so
+    every INFO record is built and formatted as in production. Under pytest's own level they were
+    never built, and a log call that failed at INFO (the gateway's /chat answered 500 to every
+    request that way) went unseen."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    configure_logging("INFO")
+    yield
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
 
 
 @pytest.fixture(scope="session")

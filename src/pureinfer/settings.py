@@ -1,7 +1,10 @@
-"""Worker settings: CLI flags = environment variables `PUREINFER_*` = defaults, in that priority.
+"""Settings: CLI flags = environment variables `PUREINFER_*` = defaults, in that priority.
 
-List settings (`PUREINFER_API_KEYS`, `PUREINFER_TEXT_MODELS`) are comma-separated in the
-environment. The CLI builds a `WorkerSettings(**flags)`; pydantic-settings fills the rest.
+`ServerSettings` holds what every pureinfer server has (where it listens, its cache directory,
+its callers' keys, the --insecure escape, its logs); `WorkerSettings` here and the gateway's
+`GatewaySettings` extend it. List settings (`PUREINFER_API_KEYS`, `PUREINFER_TEXT_MODELS`) are
+comma-separated in the environment (`CommaList`). The CLI builds `WorkerSettings(**flags)`;
+pydantic-settings fills the rest.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_TEXT_MODEL_CUDA = "Qwen/Qwen2.5-7B-Instruct"
@@ -40,23 +43,52 @@ def default_cache_dir() -> Path:
     return Path(base) / "pureinfer"
 
 
-def _split_commas(value: Any) -> Any:
+def split_commas(value: Any) -> Any:
+    """`"a, b,,c"` -> `["a", "b", "c"]`: a list setting given as one environment variable."""
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     return value
 
 
-CommaList = Annotated[list[str], NoDecode]
+# NoDecode: pydantic-settings would parse a list from the environment as JSON; ours are commas.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
 
 
-class WorkerSettings(BaseSettings):
+class ServerSettings(BaseSettings):
+    """What the worker and the gateway share: where they listen, the cache directory, their
+    callers' API keys and the rule that protects them, the request-body limit, and their logs."""
+
     model_config = SettingsConfigDict(env_prefix="PUREINFER_", extra="ignore")
 
-    role: Role = Role.CHAT
     host: str = "127.0.0.1"
     port: int = 8000
-    demo: bool = False
     cache_dir: Path = Field(default_factory=default_cache_dir)
+    api_keys: CommaList = Field(default_factory=list)
+    insecure: bool = False  # listen on a non-loopback address without keys
+    max_body_bytes: int = Field(1_048_576, ge=1)  # larger request bodies: 413 before they are parsed
+    log_level: str = "INFO"
+    log_prompts: Literal["none", "preview", "full"] = "preview"
+
+    def required_keys(self) -> list[tuple[list[str], str, str]]:
+        """(keys, what they are, how to give them): each must be non-empty on a public address."""
+        return [(self.api_keys, "an API key", "--api-key KEY (or PUREINFER_API_KEYS)")]
+
+    @model_validator(mode="after")
+    def _refuse_open_public_listen(self) -> ServerSettings:
+        if self.insecure or is_loopback_host(self.host):
+            return self
+        for keys, what, how in self.required_keys():
+            if not keys:
+                raise ValueError(f"refusing to listen on {self.host} without {what}: pass {how}, "
+                                 "or --insecure to accept unauthenticated callers")
+        return self
+
+
+class WorkerSettings(ServerSettings):
+    """A worker: its role, models, limits, image options and self-registration with a gateway."""
+
+    role: Role = Role.CHAT
+    demo: bool = False
 
     # Models. text_models entries are "[ALIAS=]PATH_OR_HUB_ID"; the first is the default.
     text_models: CommaList = Field(default_factory=list)
@@ -64,23 +96,18 @@ class WorkerSettings(BaseSettings):
     device: str | None = None  # None: cuda when available, else cpu
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
-    # Security.
-    api_keys: CommaList = Field(default_factory=list)
+    # Security (beside api_keys and insecure).
     signing_secret: str | None = None
     signature_max_skew_s: int = 300
-    insecure: bool = False
 
     # Limits.
     max_tokens_limit: int = 2000
     request_timeout_s: float = 120.0
-    max_body_bytes: int = 1_048_576
     max_running_requests: int = 16
     max_queued_requests: int = 64
     drain_timeout_s: float = 30.0
 
-    # Observability.
-    log_prompts: Literal["none", "preview", "full"] = "preview"
-    log_level: str = "INFO"
+    # Observability (beside log_level and log_prompts).
     metrics_window_s: float = 60.0
 
     # Images (used by the image role).
@@ -103,24 +130,21 @@ class WorkerSettings(BaseSettings):
     s3_region: str | None = None
     s3_presign_expiry_s: int = 3600
 
-    # Gateway registration.
+    # Gateway registration: gateway_url turns it on and then needs gateway_secret (the gateway's
+    # --registration-secret), which must differ from signing_secret.
     gateway_url: str | None = None
     gateway_secret: str | None = None
     worker_url: str | None = None  # the URL the gateway should call us at
     heartbeat_s: float = 10.0
 
-    @field_validator("api_keys", "text_models", mode="before")
-    @classmethod
-    def _lists(cls, value: Any) -> Any:
-        return _split_commas(value)
-
     @model_validator(mode="after")
-    def _refuse_open_public_listen(self) -> WorkerSettings:
-        if not self.api_keys and not self.insecure and not is_loopback_host(self.host):
-            raise ValueError(
-                f"refusing to listen on {self.host} without an API key: pass --api-key KEY "
-                "(or PUREINFER_API_KEYS), or --insecure to accept unauthenticated callers"
-            )
+    def _registration_secret(self) -> WorkerSettings:
+        if self.gateway_url and not self.gateway_secret:
+            raise ValueError("--gateway needs --gateway-secret (the gateway's --registration-secret): "
+                             "registration and heartbeats are signed")
+        if self.gateway_secret and self.gateway_secret == self.signing_secret:
+            raise ValueError("--gateway-secret must differ from --signing-secret: the registration secret "
+                             "and the key of the gateway's calls are kept apart")
         return self
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +36,13 @@ class FakeControl:
     script: list[int] = field(default_factory=list)
     always: int | None = None
     delay_s: float = 0.0
+    gate: threading.Event | None = None  # when given, work is answered only once it is set
     stream_delay_s: float = 0.0  # between SSE events
     redirect_to: str | None = None
     ready: bool = True
+    # Refuse message contents holding these special tokens, as a worker does (INVALID_PAYLOAD
+    # naming messages[i].content).
+    special_tokens: tuple[str, ...] = ()
     calls: list[dict[str, Any]] = field(default_factory=list)
     health_calls: int = 0
 
@@ -70,12 +75,23 @@ def fake_worker_app(ctl: FakeControl, *, key: str = WORKER_KEY, secret: str = WO
         except Unauthorized as exc:
             return JSONResponse({"success": False, "error": exc.message, "error_code": "UNAUTHORIZED"}, 401)
         payload = json.loads(body)
-        ctl.calls.append({"endpoint": endpoint, "payload": payload, "request_id": request.headers.get("x-request-id")})
+        ctl.calls.append({"endpoint": endpoint, "payload": payload, "request_id": request.headers.get("x-request-id"),
+                          "host": request.headers.get("host")})
         if ctl.redirect_to:
             return RedirectResponse(ctl.redirect_to, status_code=307)
+        for i, m in enumerate(payload.get("messages", [])):
+            found = [t for t in ctl.special_tokens if t in m["content"]]
+            if found:
+                msg = f"contains the tokenizer's special token {found[0]!r}; message text is never a control token"
+                return JSONResponse({"success": False, "error": f"messages[{i}].content: {msg}",
+                                     "details": {"fields": [{"field": f"messages[{i}].content", "message": msg}]},
+                                     "error_code": "INVALID_PAYLOAD", "suggested_action": "Remove it",
+                                     "request_id": "w"}, 400)
         status = ctl.script.pop(0) if ctl.script else ctl.always
         if ctl.delay_s:
             await asyncio.sleep(ctl.delay_s)
+        while ctl.gate is not None and not ctl.gate.is_set():
+            await asyncio.sleep(0.01)
         if status and status >= 300:
             code, msg = ENVELOPES.get(status, ("INTERNAL_ERROR", "x"))
             http_status = 503 if status == 507 else status
@@ -90,12 +106,15 @@ def fake_worker_app(ctl: FakeControl, *, key: str = WORKER_KEY, secret: str = WO
                     if ctl.stream_delay_s:
                         await asyncio.sleep(ctl.stream_delay_s)
                     yield f"data: {json.dumps({'text': word + ' '})}\n\n".encode()
-                yield f"data: {json.dumps({'text': '', 'finish_reason': 'stop', 'tokens_generated': 5, 'prompt_tokens': 9})}\n\n".encode()
+                final = {'text': '', 'finish_reason': 'stop', 'tokens_generated': 5, 'prompt_tokens': 9,
+                         'prompt_sha256': "1" * 64, 'model_used': 'qwen_instruct', 'seed': payload.get('seed', 4242)}
+                yield f"data: {json.dumps(final)}\n\n".encode()
                 yield b"data: [DONE]\n\n"
             return StreamingResponse(events(), media_type="text/event-stream")
         out = {"success": True, "generation_time": 0.01, "tokens_generated": 5, "prompt_tokens": 9,
                "prompt_sha256": "0" * 64, "model_used": payload.get("model", "qwen_instruct"), "finish_reason": "stop",
-               "request_id": request.headers.get("x-request-id"), "pure_inference": True}
+               "request_id": request.headers.get("x-request-id"), "pure_inference": True,
+               "no_prompt_overrides": True, "seed": payload.get("seed", 4242)}
         out["enhanced_prompt" if endpoint == "enhance" else "response"] = text
         return out
 

@@ -111,3 +111,26 @@ def test_default_models(tmp_path: Path) -> None:
     s = WorkerSettings(cache_dir=tmp_path)
     assert s.text_model_specs(cuda=True) == [("qwen_instruct", "Qwen/Qwen2.5-7B-Instruct")]
     assert s.text_model_specs(cuda=False) == [("qwen_instruct", "Qwen/Qwen2.5-0.5B-Instruct")]
+
+
+def test_the_query_string_is_signed(signed_client: TestClient) -> None:
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    h = sign(SECRET, "GET", "/v1/models", b"")
+    assert "Invalid" in _unauthorized(signed_client.get("/v1/models?added=1", headers={**auth, **h}))
+    h = sign(SECRET, "GET", "/v1/models?x=1", b"")
+    assert "Invalid" in _unauthorized(signed_client.get("/v1/models?x=2", headers={**auth, **h}))
+    assert signed_client.get("/v1/models?x=1", headers={**auth, **h}).status_code == 200
+
+
+def test_a_full_replay_guard_refuses_with_503(cache_dir: Path) -> None:
+    app = create_app(make_settings(cache_dir, api_keys=[API_KEY], signing_secret=SECRET))
+    guard = app.build_middleware_stack()  # the verifier instance create_app gave the Guard (shared by every build)
+    while not hasattr(guard, "verifier"):
+        guard = guard.app
+    guard.verifier._max_remembered = 1
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    with TestClient(app) as c:
+        assert c.get("/v1/models", headers={**auth, **sign(SECRET, "GET", "/v1/models", b"")}).status_code == 200
+        r = c.get("/v1/models", headers={**auth, **sign(SECRET, "GET", "/v1/models", b"")})
+    assert r.status_code == 503 and r.json()["error_code"] == "WORKER_OVERLOADED"
+    assert 1 <= int(r.headers["Retry-After"]) <= 300

@@ -8,9 +8,10 @@ build) and through the gateway's `/enhance-prompt`; temperature 0 and a fixed to
 the model's share equal, so the difference is the gateway's (template selection, signing,
 routing, one extra HTTP hop, audit). Prompts differ per iteration so that no signature repeats.
 
-Where the transformers text engine is not importable yet, `--engine echo` (chosen automatically)
-runs the real worker app around `EchoTextEngine`, a no-model engine: the gateway's share is the
-same, only the model's share disappears.
+`--engine echo` runs the real worker app around `EchoTextEngine` (engines/demo/echo.py), a
+model-free engine: the gateway's share is the same, only the model's share disappears. The
+default is the demo model; echo is chosen by itself only where the transformers engine cannot be
+imported. (The gateway's tests use fake workers and the real worker on the demo model, not this.)
 """
 
 from __future__ import annotations

@@ -102,7 +102,12 @@ class WorkerRecord(Base):
 
 class AuditRecord(Base):
     """One prompt interaction, success or failure. `id` is made by the gateway (uuid4 hex) so a
-    record replayed from the spill file is recognised and never stored twice."""
+    record replayed from the spill file is recognised and never stored twice.
+
+    Enough to check and reproduce it: the template version, the model, the sampling parameters
+    with the seed the worker used, the hash of the messages the gateway sent beside the worker's
+    hash of the prompt it rendered from them, the hash of the response, the attempts; previews of
+    the prompt and response, or with `--audit-prompts full` the messages and the response whole."""
 
     __tablename__ = "audit_records"
     __table_args__ = (
@@ -128,6 +133,15 @@ class AuditRecord(Base):
     latency_ms: Mapped[float] = mapped_column(Float, nullable=False)
     status: Mapped[int] = mapped_column(Integer, nullable=False)
     error_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # Revision 0002:
+    model_used: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    sampling: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # max_tokens, temperature, top_p, seed
+    prompt_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the worker's, of the rendered prompt
+    response_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    strategy: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    messages: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)  # --audit-prompts full
+    response_text: Mapped[str | None] = mapped_column(Text, nullable=True)  # --audit-prompts full
 
 
 __all__ = [

@@ -18,19 +18,20 @@ import httpx
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pureinfer.asgi import BodyLimit
 from pureinfer.db.store import Store, open_store
 from pureinfer.gateway.audit.router import router as audit_router
 from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
-from pureinfer.gateway.prompting.router import router as enhance_router
-from pureinfer.gateway.prompting.service import EnhanceService
+from pureinfer.gateway.prompting.router import router as prompting_router
+from pureinfer.gateway.prompting.service import PromptingService
 from pureinfer.gateway.settings import GatewaySettings
 from pureinfer.gateway.templates.router import router as templates_router
 from pureinfer.gateway.templates.service import TemplateService
 from pureinfer.gateway.workers.client import WorkerClient
 from pureinfer.gateway.workers.registry import WorkerRegistry
 from pureinfer.gateway.workers.router import router as workers_router
-from pureinfer.gateway.workers.transport import worker_http_client
+from pureinfer.gateway.workers.transport import AddressPins, worker_http_client
 from pureinfer.gateway.workers.urls import UrlPolicy
 from pureinfer.http_errors import install_error_handlers
 from pureinfer.logging import request_id_from, request_id_var
@@ -41,23 +42,26 @@ log = logging.getLogger("pureinfer.gateway")
 class Gateway:
     """The gateway's parts, built once per app."""
 
-    def __init__(self, settings: GatewaySettings, store: Store, http: httpx.AsyncClient,
+    def __init__(self, settings: GatewaySettings, store: Store, http: httpx.AsyncClient, pins: AddressPins,
                  url_policy: UrlPolicy | None = None) -> None:
         self.settings = settings
         self.store = store
         self.http = http
-        self.auth = GatewayAuth(settings.api_keys, settings.admin_keys,
-                                settings.registration_secret or settings.worker_signing_secret, settings.insecure)
+        # Registration has its own secret, never the worker signing secret: a worker holding the
+        # key it registers with must not hold the key that authenticates gateway->worker calls.
+        self.auth = GatewayAuth(settings.api_keys, settings.admin_keys, settings.registration_secret,
+                                settings.insecure)
         self.templates = TemplateService(store, default_template=settings.default_template,
                                          allow_nsfw_fallback=settings.allow_nsfw_fallback,
                                          store_timeout_s=settings.store_timeout_s)
-        self.registry = WorkerRegistry(store, settings, http, url_policy or UrlPolicy(settings.worker_allowlist))
+        self.registry = WorkerRegistry(store, settings, http, url_policy or UrlPolicy(settings.worker_allowlist),
+                                       pins)
         self.client = WorkerClient(self.registry, settings, http)
         self.audit = AuditWriter(store, settings.effective_spill_path, batch_size=settings.audit_batch_size,
                                  flush_interval_s=settings.audit_flush_interval_s,
                                  max_buffer=settings.audit_max_buffer, retention_days=settings.audit_retention_days,
                                  store_timeout_s=settings.store_timeout_s)
-        self.enhance = EnhanceService(self)
+        self.prompting = PromptingService(self.templates, self.client, self.audit, settings)
 
 
 class RequestIdMiddleware:
@@ -92,8 +96,9 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await asyncio.to_thread(open_store, settings.effective_database_url)
-        http = worker_http_client()
-        gw = Gateway(settings, store, http, url_policy)
+        pins = AddressPins()  # the registry validates worker addresses, the client connects to them only
+        http = worker_http_client(pins)
+        gw = Gateway(settings, store, http, pins, url_policy)
         app.state.gateway = gw
         tasks = [asyncio.create_task(gw.audit.run(), name="audit-writer")]
         try:
@@ -118,7 +123,8 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
             await asyncio.to_thread(store.dispose)
 
     app = FastAPI(title="pureinfer gateway", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # 413 before any body is parsed
+    app.add_middleware(RequestIdMiddleware)  # outermost: the 413 carries the request id too
 
     install_error_handlers(app)  # the one envelope, as on the workers
 
@@ -129,7 +135,7 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
         return {"status": "healthy", "workers": len(workers), "healthy_workers": sum(w.healthy for w in workers),
                 "audit": gw.audit.status()}
 
-    app.include_router(enhance_router)
+    app.include_router(prompting_router)
     app.include_router(templates_router)
     app.include_router(workers_router)
     app.include_router(audit_router)

@@ -56,7 +56,8 @@ class GatewayAuth:
                                                 "with the same --gateway-secret")
         body = await request.body()
         self.registration.verify(request.method, request.url.path, body,
-                                 request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER))
+                                 request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER),
+                                 query=request.scope.get("query_string", b"").decode("latin-1"))
 
 
 # async on purpose: FastAPI runs plain-def dependencies in its thread pool (a thread hop per request).

@@ -24,7 +24,8 @@ def _gateway(args: argparse.Namespace) -> int:
     kwargs = _settings_kwargs(args, [
         "host", "port", "database_url", "api_keys", "admin_keys", "insecure", "worker_api_key",
         "worker_signing_secret", "registration_secret", "worker_allowlist", "default_template",
-        "request_timeout_s", "log_level", "cache_dir", "allow_nsfw_fallback", "audit_retention_days"])
+        "request_timeout_s", "log_level", "cache_dir", "allow_nsfw_fallback", "audit_retention_days",
+        "max_body_bytes", "audit_prompts"])
     try:
         settings = GatewaySettings(**kwargs)
     except ValueError as exc:
@@ -87,7 +88,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--allow-nsfw-fallback", action="store_true",
                    help="let sfw requests fall back to nsfw templates (level 2); off by default")
     g.add_argument("--audit-retention-days", type=float)
+    g.add_argument("--audit-prompts", choices=["none", "preview", "full"],
+                   help="what audit rows keep of prompts and responses: previews (default), or the exact "
+                        "messages and whole response too (full), or none")
     g.add_argument("--request-timeout-s", type=float)
+    g.add_argument("--max-body-bytes", type=int,
+                   help="larger request bodies are refused with 413 before they are read (default: 1048576)")
     g.add_argument("--log-level")
     g.set_defaults(func=_gateway)
 

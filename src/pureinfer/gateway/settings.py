@@ -1,38 +1,37 @@
 """Gateway settings: CLI flags = environment variables `PUREINFER_*` = defaults.
 
-Comma-separated lists in the environment (`PUREINFER_API_KEYS`, `PUREINFER_WORKER_ALLOWLIST`).
+Host, port, cache dir, caller keys, --insecure and logging come from the core `ServerSettings`
+(shared with the worker). Comma-separated lists in the environment (`PUREINFER_API_KEYS`,
+`PUREINFER_ADMIN_KEYS`, `PUREINFER_WORKER_ALLOWLIST`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, model_validator
 
-from pureinfer.settings import CommaList, _split_commas, default_cache_dir, is_loopback_host
+from pureinfer.settings import CommaList, ServerSettings
 
 DEFAULT_ALLOWLIST = ["127.0.0.0/8", "::1/128", "localhost"]
 
 
-class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PUREINFER_", extra="ignore")
+class GatewaySettings(ServerSettings):
+    """The gateway: its store, callers and admins, how it calls workers, templates and audit."""
 
-    host: str = "127.0.0.1"
     port: int = 8080
-    cache_dir: Path = Field(default_factory=default_cache_dir)
     database_url: str | None = None  # None: sqlite file <cache_dir>/gateway.db
 
-    # Callers and admins. No keys at all is allowed on loopback, or anywhere with --insecure.
-    api_keys: CommaList = Field(default_factory=list)
+    # Admins (callers: api_keys). No keys at all is allowed on loopback, or anywhere with --insecure.
     admin_keys: CommaList = Field(default_factory=list)
-    insecure: bool = False
 
     # Calling workers: Bearer key and HMAC secret the workers expect.
     worker_api_key: str | None = None
     worker_signing_secret: str | None = None
-    # Secret workers sign their registration and heartbeats with (their --gateway-secret).
+    # Secret workers sign their registration and heartbeats with (their --gateway-secret); it
+    # turns self-registration on (without it only --insecure accepts unsigned registration) and
+    # must differ from worker_signing_secret.
     registration_secret: str | None = None
     # Worker URL rules: host names ("name", "*.suffix") and CIDRs workers may live in.
     worker_allowlist: CommaList = Field(default_factory=lambda: list(DEFAULT_ALLOWLIST))
@@ -68,25 +67,20 @@ class GatewaySettings(BaseSettings):
     audit_max_buffer: int = 10_000
     audit_retention_days: float = 30.0
     audit_preview_chars: int = 200
-
-    log_level: str = "INFO"
-    log_prompts: Literal["none", "preview", "full"] = "preview"
-
-    @field_validator("api_keys", "admin_keys", "worker_allowlist", mode="before")
-    @classmethod
-    def _lists(cls, value: Any) -> Any:
-        return _split_commas(value)
+    # What of the prompt and response the audit row keeps: previews (audit_preview_chars), or
+    # with "full" the exact messages sent and the whole response as well.
+    audit_prompts: Literal["none", "preview", "full"] = "preview"
 
     @model_validator(mode="after")
-    def _refuse_open_public_listen(self) -> GatewaySettings:
-        if not self.insecure and not is_loopback_host(self.host):
-            if not self.api_keys:
-                raise ValueError(f"refusing to listen on {self.host} without an API key: pass --api-key KEY "
-                                 "(or PUREINFER_API_KEYS), or --insecure to accept unauthenticated callers")
-            if not self.admin_keys:
-                raise ValueError(f"refusing to listen on {self.host} without an admin key: pass --admin-key KEY "
-                                 "(or PUREINFER_ADMIN_KEYS), or --insecure")
+    def _separate_secrets(self) -> GatewaySettings:
+        if self.registration_secret and self.registration_secret == self.worker_signing_secret:
+            raise ValueError("--registration-secret must differ from --worker-signing-secret: a worker that "
+                             "registers must not hold the key that signs the gateway's calls to workers")
         return self
+
+    def required_keys(self) -> list[tuple[list[str], str, str]]:
+        return [*super().required_keys(),
+                (self.admin_keys, "an admin key", "--admin-key KEY (or PUREINFER_ADMIN_KEYS)")]
 
     @property
     def effective_database_url(self) -> str:

@@ -36,8 +36,7 @@ log = logging.getLogger("pureinfer.worker")
 OPEN_PATHS = frozenset({"/health/live", "/health/ready"})
 # Image files are capability URLs (unguessable names), fetched by browsers without our headers.
 OPEN_PREFIXES = ("/files/",)
-WORK_ENDPOINTS = {"/chat", "/enhance", "/generate", "/v1/chat/completions", "/v1/completions",
-                  "/v1/images/generations"}
+WORK_ENDPOINTS = {"/chat", "/enhance", "/generate", "/v1/chat/completions", "/v1/images/generations"}
 
 
 def create_app(settings: WorkerSettings, *, text_engines: dict[str, TextEngine] | None = None,

@@ -58,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("sign", help="Print the signature headers for a request (HMAC-SHA256)")
     s.add_argument("--secret", default=os.environ.get("PUREINFER_SIGNING_SECRET"))
     s.add_argument("--method", default="POST")
-    s.add_argument("--path", required=True)
+    s.add_argument("--path", required=True,
+                   help="The request target: the URL path, with ?QUERY when there is one (signed exactly as sent)")
     s.add_argument("--body", default="-", help="Body file, or - for standard input")
     s.add_argument("--timestamp", type=int, help="Unix seconds (default: now, with microseconds)")
     s.add_argument("--curl", action="store_true", help="Print as curl -H arguments")

@@ -5,27 +5,20 @@
   rolling window behind /status.
 - `Guard`: the body-size limit (413 INVALID_PAYLOAD) and authentication — API key and, when a
   signing secret is set, the HMAC signature over the exact body bytes. The body is read once here
-  (bounded by the limit) and replayed to the app.
+  (bounded by the limit, `pureinfer.asgi.read_body`, the gateway's limit too) and replayed to the app.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 from pureinfer import metrics
-from pureinfer.errors import PayloadTooLarge, PureInferError
+from pureinfer.asgi import ASGIApp, Message, Receive, Scope, Send, read_body, replaying
+from pureinfer.errors import PureInferError
 from pureinfer.http_errors import error_response
 from pureinfer.logging import request_id_from, request_id_var
 from pureinfer.security import SIGNATURE_HEADER, TIMESTAMP_HEADER, ApiKeys, SignatureVerifier, presented_key
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_log = logging.getLogger("pureinfer.access")
 
@@ -96,46 +89,12 @@ class Guard:
             return
         rid = scope.get("state", {}).get("request_id")
         try:
-            body = await self._read_body(scope, receive)
+            body = await read_body(scope, receive, self.max_body_bytes)
             self._authenticate(scope, body)
         except PureInferError as exc:
             await error_response(exc, rid)(scope, receive, send)
             return
-
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: disconnect notices, for cancellation
-
-        await self.app(scope, replay, send)
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        declared = _headers(scope).get("content-length")
-        too_large = PayloadTooLarge(
-            f"Request body exceeds {self.max_body_bytes} bytes",
-            {"fields": [{"field": "body", "message": f"larger than {self.max_body_bytes} bytes"}],
-             "max_bytes": self.max_body_bytes},
-        )
-        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise too_large
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+        await self.app(scope, replaying(body, receive), send)
 
     def _authenticate(self, scope: Scope, body: bytes) -> None:
         if self._is_open(scope["path"]):
@@ -145,4 +104,5 @@ class Guard:
             self.keys.check(presented_key(headers))
         if self.verifier is not None:
             self.verifier.verify(scope["method"], scope["path"], body,
-                                 headers.get(TIMESTAMP_HEADER.lower()), headers.get(SIGNATURE_HEADER.lower()))
+                                 headers.get(TIMESTAMP_HEADER.lower()), headers.get(SIGNATURE_HEADER.lower()),
+                                 query=scope.get("query_string", b"").decode("latin-1"))

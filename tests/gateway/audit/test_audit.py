@@ -48,9 +48,9 @@ async def test_audit_rows_for_successes_and_failures(database_url, make_gateway,
     assert ok.status_code == 200
     ctl.script = [400]
     bad = await c.post("/enhance-prompt", json={"prompt": "too long"}, headers={**CALLER, "X-Request-ID": "bad-1"})
-    assert bad.status_code == 400
+    assert bad.status_code == 400 and bad.json()["error_code"] == "TOKEN_LIMIT_EXCEEDED"
     nf = await c.post("/enhance-prompt", json={"prompt": "x", "target_model": "nope"}, headers={**CALLER, "X-Request-ID": "nf-1"})
-    assert nf.status_code == 404
+    assert nf.status_code == 404 and nf.json()["error_code"] == "TEMPLATE_NOT_FOUND"
     chat = await c.post("/chat", json={"message": "hi", "target_model": "sdxl", "job_type": "image",
                                        "use_case": "enhancement"}, headers={**CALLER, "X-Request-ID": "chat-1"})
     assert chat.status_code == 200
@@ -86,7 +86,8 @@ async def test_audit_rows_for_successes_and_failures(database_url, make_gateway,
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
     assert await ids(f"since={future}") == set()
     assert len(await ids("limit=2")) == 2
-    assert (await c.get("/audit", headers=CALLER)).status_code == 401
+    denied = await c.get("/audit", headers=CALLER)
+    assert denied.status_code == 401 and denied.json()["error_code"] == "UNAUTHORIZED"
 
 
 def entry(**kw) -> dict:
@@ -106,7 +107,7 @@ async def test_retention_and_idempotent_replay(database_url, tmp_path):
     with store.session() as s:
         assert list(s.execute(select(AuditRecord.id)).scalars()) == [new["id"]]
     # A spill file holding an already stored record (crash between insert and delete): no duplicate.
-    w._spill([new, entry(request_id="spilled")])
+    await w._spill([new, entry(request_id="spilled")])
     await w.flush()
     assert not w.pending_spill()
     with store.session() as s:
@@ -134,6 +135,7 @@ async def test_bounded_memory_and_spill_survive_a_restart(database_url, tmp_path
     w = AuditWriter(dead, spill, batch_size=10, max_buffer=5)
     for i in range(20):
         w.record(entry(request_id=f"r{i}"))
+        await w.settle()  # the spill thread writes what record() handed it
         assert len(w._buf) <= 5  # memory is bounded; the rest is on disk already
     await w.close()  # the store is down: everything ends up in the spill file
     assert len(spill.read_text().splitlines()) == 20 and w.status()["store_ok"] is False
@@ -145,6 +147,81 @@ async def test_bounded_memory_and_spill_survive_a_restart(database_url, tmp_path
     with store.session() as s:
         got = sorted(s.execute(select(AuditRecord.request_id)).scalars())
     assert got == sorted(f"r{i}" for i in range(20)) and not w2.pending_spill()
+    store.dispose()
+
+
+async def test_files_are_written_off_the_event_loop(tmp_path):
+    """Spilling (write + fsync) used to run on the event loop, in record() and flush()."""
+    dead = open_store(f"postgresql://postgres@127.0.0.1:{free_port()}/test", migrate=False, connect_timeout_s=1)
+    w = AuditWriter(dead, tmp_path / "spill.jsonl", batch_size=10, max_buffer=5)
+    threads: list[int] = []
+    real_append = w._append
+
+    def append(path, lines):
+        threads.append(threading.get_ident())
+        real_append(path, lines)
+    w._append = append
+    for i in range(12):
+        w.record(entry(request_id=f"r{i}"))  # the 6th and 11th hand the full buffer over
+        await w.settle()
+    await w.close()  # the store is down: flush spills the rest
+    assert len(threads) >= 3 and threading.get_ident() not in threads
+    assert len((tmp_path / "spill.jsonl").read_text().splitlines()) == 12 and w.stats["dropped"] == 0
+    dead.dispose()
+
+
+async def test_memory_stays_bounded_when_the_disk_fails_too(tmp_path):
+    """Store down and the spill file unwritable: the buffer used to take every record back
+    (unbounded); now it keeps max_buffer and counts the rest as dropped."""
+    dead = open_store(f"postgresql://postgres@127.0.0.1:{free_port()}/test", migrate=False, connect_timeout_s=1)
+    (tmp_path / "not-a-dir").write_text("")
+    w = AuditWriter(dead, tmp_path / "not-a-dir" / "spill.jsonl", batch_size=10, max_buffer=5)
+    for i in range(50):
+        w.record(entry(request_id=f"r{i}"))
+        await w.settle()
+        if i % 7 == 0:
+            await w.flush()
+        assert len(w._buf) <= 5 and w._spilling <= 5
+    status = w.status()
+    assert status["buffered"] <= 5 and status["dropped"] >= 45 and status["recorded"] == 50
+    assert status["dropped"] + status["buffered"] == 50
+    dead.dispose()
+
+
+async def test_a_record_the_store_refuses_is_set_aside(database_url, tmp_path):
+    """A record the database refuses for its values stayed in the spill file and failed every
+    later replay, with every record behind it; now it moves to the rejected file and the rest lands."""
+    store = open_store(database_url)
+    spill = tmp_path / "spill.jsonl"
+    good = [entry(request_id=f"g{i}") for i in range(25)]
+    bad = entry(request_id="bad", tokens_generated=2**70)  # past any INTEGER column
+    lines = [json.dumps({**e, "created_at": e["created_at"].isoformat()}) for e in good[:12] + [bad] + good[12:]]
+    spill.write_text("\n".join([*lines, '{"torn": '] ) + "\n")
+    w = AuditWriter(store, spill, batch_size=10)
+    sizes: list[int] = []
+    real_read = w._read_batch
+
+    def read_batch(offset):
+        out = real_read(offset)
+        sizes.append(len(out[0]))
+        return out
+    w._read_batch = read_batch
+    await w.flush()
+    assert not w.pending_spill() and max(sizes) <= 10  # replayed a batch at a time
+    with store.session() as s:
+        stored = set(s.execute(select(AuditRecord.request_id)).scalars())
+    assert stored == {f"g{i}" for i in range(25)}
+    rejected = [json.loads(line) for line in w.rejected_path.read_text().splitlines()]
+    assert [r["request_id"] for r in rejected] == ["bad"] and rejected[0]["rejected_because"]
+    assert w.status()["rejected"] == 1 and w.status()["store_ok"] is True
+    # The same on the live path: the neighbours of a refused record land.
+    w.record(entry(request_id="live-bad", prompt_tokens=2**70))
+    w.record(entry(request_id="live-good"))
+    await w.flush()
+    with store.session() as s:
+        assert "live-good" in set(s.execute(select(AuditRecord.request_id)).scalars())
+    assert w.status()["rejected"] == 2 and not w.pending_spill()
+    await w.close()
     store.dispose()
 
 
@@ -240,7 +317,8 @@ async def test_database_outage_neither_slows_nor_loses(pg_schemas, make_gateway,
             during.append(time.perf_counter() - t)
             assert r.status_code == 200, r.text  # cached templates keep serving
         ctl.script = [400]
-        assert (await c.post("/enhance-prompt", json={"prompt": "failing"}, headers=CALLER)).status_code == 400
+        failing = await c.post("/enhance-prompt", json={"prompt": "failing"}, headers=CALLER)
+        assert failing.status_code == 400 and failing.json()["error_code"] == "TOKEN_LIMIT_EXCEEDED"
         writer = app.state.gateway.audit
         await asyncio.sleep(0.5)
         assert writer.status()["store_ok"] is False and writer.pending_spill()
@@ -250,6 +328,8 @@ async def test_database_outage_neither_slows_nor_loses(pg_schemas, make_gateway,
 
         proxy.restore()  # back: the spill file is replayed, nothing lost, nothing doubled
         await wait_for(await stored_is(36), timeout=20)
+        # The replay deletes its file after its last batch is stored (a file-thread step later).
+        await wait_for(lambda: asyncio.sleep(0, not writer.pending_spill()), timeout=5)
         assert not writer.pending_spill()
         rows = (await c.get("/audit?limit=1000", headers=ADMIN)).json()["records"]
         prompts = {r["prompt_preview"] for r in rows}

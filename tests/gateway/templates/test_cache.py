@@ -62,3 +62,27 @@ async def test_cache_invalidation_under_concurrent_updates(database_url, make_ga
     s1 = await sel_a.select(KEY)
     s2 = await sel_a.select(KEY)
     assert (s1.template.version, s1.cache_hit, s2.cache_hit) == (3, False, True)
+
+
+async def test_selection_memo_is_bounded(sqlite_url, make_gateway):
+    """The memo is keyed by caller-supplied strings: an LRU of MEMO_SIZE keys, not one entry per
+    string a caller ever sent."""
+    from pureinfer.gateway.templates.service import MEMO_SIZE
+
+    app, c = await make_gateway(sqlite_url, background=False)
+    svc = app.state.gateway.templates
+    await c.post("/templates", json=tpl(), headers=ADMIN)
+    first = await svc.select(KEY)
+    for i in range(MEMO_SIZE + 100):  # another enhancer model each time: fallback level 1
+        sel = await svc.select(SelectionKey("sdxl", f"model-{i}", "image", "enhancement", "sfw"))
+        assert sel.fallback_level == 1 and sel.template == first.template
+    memo = svc._snapshot.memo
+    assert len(memo) == MEMO_SIZE and KEY not in memo  # the oldest went first
+
+    def k(name: str) -> SelectionKey:
+        return SelectionKey("sdxl", name, "image", "enhancement", "sfw")
+    oldest, next_oldest = k("model-100"), k("model-101")
+    assert next(iter(memo)) == oldest
+    await svc.select(oldest)  # a hit makes it the newest...
+    await svc.select(k("one more"))
+    assert oldest in memo and next_oldest not in memo and len(memo) == MEMO_SIZE  # ...so the next one went

@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 from pureinfer.db import open_store
+from pureinfer.db.models import TemplateVersion
 from pureinfer.errors import TemplateNotFound
-from pureinfer.gateway.templates.protocol import SelectionKey
+from pureinfer.gateway.templates.protocol import (
+    SelectionKey,
+    TemplateFields,
+    TemplateOut,
+    TemplateUpdate,
+    TemplateView,
+)
 from pureinfer.gateway.templates.service import export_yaml, import_yaml
 from tests.support.gateway import ADMIN, tpl
 
@@ -84,7 +91,7 @@ async def test_admin_api_needs_admin_key(sqlite_url, make_gateway):
     _, c = await make_gateway(sqlite_url, background=False)
     assert (await c.get("/templates")).json()["error_code"] == "UNAUTHORIZED"
     r = await c.post("/templates", json=tpl(), headers={"Authorization": "Bearer caller-key"})
-    assert r.status_code == 401
+    assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHORIZED"
     r = await c.post("/templates", json=tpl(content_mode="maybe", token_limit=0), headers=ADMIN)
     assert r.status_code == 400
     fields = {f["field"] for f in r.json()["details"]["fields"]}
@@ -164,3 +171,25 @@ async def test_yaml_import_export_round_trip(database_url, tmp_path):
             import_yaml(store, "templates:\n  - template_name: x\n")
     finally:
         store.dispose()
+
+
+async def test_template_fields_are_written_once():
+    """Every model derives its content fields from TemplateFields, and the SQL row has a column
+    for each; an update takes each of them as optional with the same constraints."""
+    content = set(TemplateFields.model_fields)
+    assert content <= set(TemplateOut.model_fields) and content <= set(TemplateView.model_fields)
+    assert set(TemplateUpdate.model_fields) == content | {"labels"}
+    assert content <= set(TemplateVersion.__table__.columns.keys())
+    assert TemplateUpdate().model_dump(exclude_none=True) == {"labels": []}
+    for field, bad in (("token_limit", 0), ("content_mode", "maybe"), ("system_prompt", ""), ("job_type", "x" * 51)):
+        with pytest.raises(ValueError, match=field):
+            TemplateUpdate.model_validate({field: bad})
+
+
+async def test_update_is_validated_like_create(sqlite_url, make_gateway):
+    _, c = await make_gateway(sqlite_url, background=False)
+    await c.post("/templates", json=tpl(), headers=ADMIN)
+    r = await c.put("/templates/sdxl_instruct_sfw", json={"token_limit": 0, "content_mode": "x", "nope": 1},
+                    headers=ADMIN)
+    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PAYLOAD"
+    assert {f["field"] for f in r.json()["details"]["fields"]} == {"token_limit", "content_mode", "nope"}

@@ -53,7 +53,8 @@ async def test_success_shape_and_signed_call(sqlite_url, make_gateway, fake_work
         assert (await enhance(c)).status_code == 200
     assert (await enhance(c)).json()["execution_metadata"]["cache_hit"] is True
     # Caller auth.
-    assert (await c.post("/enhance-prompt", json={"prompt": "x"})).status_code == 401
+    r = await c.post("/enhance-prompt", json={"prompt": "x"})
+    assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHORIZED"
     r = await c.post("/enhance-prompt", json={"prompt": "", "content_mode": "weird"}, headers=CALLER)
     assert r.status_code == 400 and {f["field"] for f in r.json()["details"]["fields"]} == {"prompt", "content_mode"}
 
@@ -101,7 +102,7 @@ async def test_spent_deadline_gives_worker_timeout(sqlite_url, make_gateway, fak
     ctl.always = 503
     t = time.monotonic()
     r = await enhance(c)
-    assert r.status_code == 504, r.text and r.json()["error_code"] == "WORKER_TIMEOUT"
+    assert r.status_code == 504 and r.json()["error_code"] == "WORKER_TIMEOUT", r.text
     assert time.monotonic() - t < 1.5 and 1 < len(ctl.calls) < 50
 
 
@@ -122,6 +123,7 @@ async def test_circuit_breaker_with_a_single_worker(sqlite_url, make_gateway, fa
     ctl.always = 503
     r = await enhance(c)
     assert r.status_code == 503 and len(ctl.calls) == 2  # the circuit opened after 2 failures
+    assert r.json()["error_code"] == "WORKER_UNAVAILABLE" and r.json()["details"]["circuit"] == "open"
     st = app.state.gateway.registry.workers[wid]
     assert st.breaker.state == "open"
     # Fail fast: no call reaches the worker while the circuit is open.
@@ -142,6 +144,7 @@ async def test_circuit_breaker_with_a_single_worker(sqlite_url, make_gateway, fa
     await asyncio.sleep(1.55)
     r = await enhance(c)
     assert r.status_code == 503 and len(ctl.calls) == 4 and st.breaker.state == "open"
+    assert r.json()["error_code"] == "WORKER_UNAVAILABLE" and r.json()["details"]["circuit"] == "open"
 
 
 async def test_failover_when_a_worker_is_killed(sqlite_url, make_gateway, fake_workers):
@@ -150,7 +153,8 @@ async def test_failover_when_a_worker_is_killed(sqlite_url, make_gateway, fake_w
     (ca, sa, ida), (cb, sb, idb) = workers
     for i in range(6):
         assert (await enhance(c, f"warm {i}")).status_code == 200
-    assert ca.calls and cb.calls  # both served (least loaded, random ties)
+    assert ca.calls and cb.calls  # both served: least loaded, ties taken in turn
+    assert len(ca.calls) == len(cb.calls) == 3
     sa.kill()
     results = await asyncio.gather(*(enhance(c, f"after {i}") for i in range(12)))
     assert [r.status_code for r in results] == [200] * 12

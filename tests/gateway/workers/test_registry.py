@@ -4,14 +4,20 @@ health checks, least-loaded routing, WORKER_UNAVAILABLE with Retry-After."""
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 import time
 
 import httpx
 import pytest
 
+from pureinfer.gateway.workers.breaker import CircuitBreaker
+from pureinfer.gateway.workers.registry import WorkerRegistry, WorkerState
+from pureinfer.gateway.workers.transport import AddressPins
+from pureinfer.gateway.workers.urls import UrlPolicy
 from pureinfer.settings import WorkerSettings
 from pureinfer.worker.registration import run_registration
-from tests.support.gateway import ADMIN, CALLER, REG_SECRET, tpl
+from tests.support.gateway import ADMIN, CALLER, REG_SECRET, gateway_settings, tpl
 from tests.support.live import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -38,7 +44,8 @@ async def test_admin_registry_and_health_checks(database_url, make_gateway, fake
     for bad in ("ftp://127.0.0.1:1", "http://169.254.169.254", "http://10.0.0.7:8000", "http://[fe80::1]:80"):
         r = await c.post("/workers", json={"url": bad}, headers=ADMIN)
         assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PAYLOAD", bad
-    assert (await c.post("/workers", json={"url": srv.url})).status_code == 401  # admin only
+    r = await c.post("/workers", json={"url": srv.url})  # admin only
+    assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHORIZED"
 
     # A second gateway process on the same store sees the worker (refresh) and checks it.
     app2, c2 = await make_gateway(database_url)
@@ -73,13 +80,14 @@ async def test_no_worker_is_unavailable_with_retry_after(sqlite_url, make_gatewa
     # An image worker does not serve chat.
     _, img = fake_workers("img")
     await c.post("/workers", json={"url": img.url, "worker_type": "image"}, headers=ADMIN)
-    assert (await c.post("/enhance-prompt", json={"prompt": "a"}, headers=CALLER)).status_code == 503
+    r = await c.post("/enhance-prompt", json={"prompt": "a"}, headers=CALLER)
+    assert r.status_code == 503 and r.json()["error_code"] == "WORKER_UNAVAILABLE"
 
 
 async def test_least_loaded_routing(sqlite_url, make_gateway, fake_workers):
     app, c = await make_gateway(sqlite_url, background=False)
     await c.post("/templates", json=tpl(), headers=ADMIN)
-    slow, s1 = fake_workers("slow", delay_s=0.6)
+    slow, s1 = fake_workers("slow", gate=threading.Event())  # answers when the test says so
     fast, s2 = fake_workers("fast")
     for s in (s1, s2):
         await c.post("/workers", json={"url": s.url, "models": ["qwen_instruct"]}, headers=ADMIN)
@@ -92,6 +100,7 @@ async def test_least_loaded_routing(sqlite_url, make_gateway, fake_workers):
     await wait_for(lambda: len(slow.calls) == 1)
     reg.workers[ids[s2.url]].in_flight = 0
     results = [await c.post("/enhance-prompt", json={"prompt": f"p{i}"}, headers=CALLER) for i in range(1, 4)]
+    slow.gate.set()
     assert all(r.json()["execution_metadata"]["worker_id"] == ids[s2.url] for r in results)
     assert (await first).json()["execution_metadata"]["worker_id"] == ids[s1.url]
     assert len(fast.calls) == 3 and len(slow.calls) == 1
@@ -132,8 +141,11 @@ async def test_self_registration_and_heartbeats(database_url, make_gateway, fake
 async def test_registration_refused_and_gateway_down(sqlite_url, make_gateway, fake_workers):
     app, c = await make_gateway(sqlite_url)
     _, srv = fake_workers("w")
-    # Wrong secret, unsigned, and a forbidden URL: refused, nothing registered.
-    for secret, url in (("wrong", srv.url), (None, srv.url), (REG_SECRET, "http://169.254.169.254:80")):
+    # Wrong secret, unsigned, and a forbidden URL: refused, nothing registered. (A worker cannot be
+    # started with --gateway and no secret any more; an unsigned registration is sent by hand.)
+    r = await c.post("/workers/register", json={"url": srv.url})
+    assert r.status_code == 401 and r.json()["error"] == "Missing request signature"
+    for secret, url in (("wrong", srv.url), (REG_SECRET, "http://169.254.169.254:80")):
         ws = WorkerSettings(gateway_url="http://gateway", gateway_secret=secret, worker_url=url, heartbeat_s=0.05,
                             cache_dir="/tmp/unused")
         task = asyncio.create_task(run_registration(ws, {}, client=c))
@@ -171,3 +183,44 @@ async def test_health_check_revalidates_the_url(sqlite_url, make_gateway, fake_w
     dns["localhost"] = ["169.254.169.254"]
     assert await app.state.gateway.registry.check(st) is False
     assert st.last_error.startswith("url refused") and "cloud metadata" in st.last_error
+
+
+async def test_pick_is_a_rule_least_in_flight_then_in_turn(tmp_path):
+    """Routing is deterministic: the fewest requests in flight, ties taken in turn, the
+    requested model first, open circuits and unhealthy workers skipped."""
+    reg = WorkerRegistry(None, gateway_settings(tmp_path, "sqlite://"), None, UrlPolicy([]),  # type: ignore[arg-type]
+                         AddressPins())
+    for wid, models in (("a", ["m1"]), ("b", ["m1"]), ("c", ["m2"])):
+        reg.workers[wid] = WorkerState(id=wid, url=f"http://{wid}", worker_type="chat", models=models,
+                                       source="admin", breaker=CircuitBreaker(1, 60.0), healthy=True)
+    assert [reg.pick("chat", None).id for _ in range(6)] == ["a", "b", "c", "a", "b", "c"]
+    reg.workers["b"].in_flight = 1
+    assert {reg.pick("chat", None).id for _ in range(4)} == {"a", "c"}
+    assert [reg.pick("chat", "m1").id for _ in range(3)] == ["a", "a", "a"]  # b is busier
+    reg.workers["b"].in_flight = 0
+    assert sorted(reg.pick("chat", "m1").id for _ in range(4)) == ["a", "a", "b", "b"]
+    reg.workers["a"].breaker.failure()  # its circuit opens
+    reg.workers["c"].healthy = False
+    assert {reg.pick("chat", None).id for _ in range(3)} == {"b"}
+    assert reg.pick("chat", None, exclude={"b"}).id == "b"  # the only one left is retried
+
+
+async def test_registration_never_uses_the_worker_signing_secret(sqlite_url, make_gateway, fake_workers, tmp_path):
+    """The registration secret used to fall back to the worker signing secret: every worker that
+    registered held the key of the gateway's calls to workers. Separate secrets, both required."""
+    from pureinfer.security import sign
+    from tests.support.gateway import WORKER_SECRET
+
+    app, c = await make_gateway(sqlite_url, registration_secret=None)  # signing secret set, no registration one
+    _, srv = fake_workers("w")
+    body = json.dumps({"url": srv.url}).encode()
+    r = await c.post("/workers/register", content=body,
+                     headers={"Content-Type": "application/json", **sign(WORKER_SECRET, "POST", "/workers/register", body)})
+    assert r.status_code == 401 and "registration is disabled" in r.json()["error"]
+    assert app.state.gateway.registry.workers == {}
+    with pytest.raises(ValueError, match="must differ"):
+        gateway_settings(tmp_path, sqlite_url, registration_secret="same", worker_signing_secret="same")
+    with pytest.raises(ValueError, match="--gateway needs --gateway-secret"):
+        WorkerSettings(gateway_url="http://gateway", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="must differ"):
+        WorkerSettings(gateway_url="http://gateway", gateway_secret="same", signing_secret="same", cache_dir=tmp_path)

@@ -32,8 +32,8 @@ def refused(policy: UrlPolicy, url: str) -> str:
 
 def test_schemes_and_shape():
     p = UrlPolicy(["127.0.0.0/8"], resolver)
-    assert p.validate("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
-    assert p.validate("HTTPS://127.0.0.1/base/") == "https://127.0.0.1/base"
+    assert p.validate("http://127.0.0.1:8000/").url == "http://127.0.0.1:8000"
+    assert p.validate("HTTPS://127.0.0.1/base/").url == "https://127.0.0.1/base"
     for url in ("ftp://127.0.0.1/", "file:///etc/passwd", "gopher://127.0.0.1", "127.0.0.1:8000", "javascript:x"):
         assert "scheme" in refused(p, url)
     assert "credentials" in refused(p, "http://user:pw@127.0.0.1/")
@@ -46,7 +46,7 @@ def test_loopback_only_when_allowed():
     assert "loopback" in refused(UrlPolicy([], resolver), "http://[::1]:9000")
     assert UrlPolicy(["127.0.0.0/8"], resolver).validate("http://127.0.0.1:9000")
     # "localhost" by name, with the real resolver (the default allowlist).
-    assert UrlPolicy(["127.0.0.0/8", "::1/128", "localhost"]).validate("http://localhost:1") == "http://localhost:1"
+    assert UrlPolicy(["127.0.0.0/8", "::1/128", "localhost"]).validate("http://localhost:1").url == "http://localhost:1"
     assert "loopback" in refused(UrlPolicy(["10.0.0.0/8"]), "http://localhost:1")
 
 
@@ -71,3 +71,15 @@ def test_link_local_and_metadata_always_refused():
     assert "link-local" in refused(everything, "http://linklocal.evil.test")
     assert "cloud metadata" in refused(everything, "http://mapped.evil.test")
     assert "does not resolve" in refused(everything, "http://nowhere.test")
+
+
+def test_validated_addresses_and_normal_form():
+    p = UrlPolicy(["10.0.0.0/8", "127.0.0.0/8"], resolver)
+    v = p.validate("HTTP://GPU1.Internal.Test.:8000/api/")
+    assert (v.url, v.host, v.port, v.addresses) == ("http://gpu1.internal.test:8000/api", "gpu1.internal.test",
+                                                    8000, ("10.1.2.3",))
+    v = p.validate("https://127.0.0.1")
+    assert (v.url, v.port, v.addresses) == ("https://127.0.0.1", 443, ("127.0.0.1",))
+    for url in ("http://127.0.0.1/a\x00b", "http://127.0.0.1/ x", "http://127.0.0.1/a\nb"):
+        assert "control characters" in refused(p, url)
+    assert "ASCII" in refused(p, "http://bücher.test/")

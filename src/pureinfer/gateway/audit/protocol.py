@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 # The columns of one audit entry, as the services fill them (all but id/created_at optional).
 ENTRY_FIELDS = (
     "id", "created_at", "request_id", "endpoint", "caller_key_id", "template_name", "template_version",
     "fallback_level", "cache_hit", "worker_id", "messages_sha256", "prompt_preview", "response_preview",
     "prompt_tokens", "tokens_generated", "latency_ms", "status", "error_code",
+    "model_used", "sampling", "prompt_sha256", "response_sha256", "attempts", "strategy", "messages",
+    "response_text",
 )
 
 
@@ -34,6 +36,14 @@ class AuditOut(BaseModel):
     latency_ms: float
     status: int
     error_code: str | None
+    model_used: str | None = None
+    sampling: dict[str, Any] | None = Field(None, description="max_tokens, temperature, top_p and the seed used")
+    prompt_sha256: str | None = Field(None, description="the worker's hash of the prompt it rendered")
+    response_sha256: str | None = None
+    attempts: int | None = None
+    strategy: str | None = None
+    messages: list[dict[str, str]] | None = Field(None, description="the exact messages sent (--audit-prompts full)")
+    response_text: str | None = Field(None, description="the whole response (--audit-prompts full)")
 
 
 class AuditPage(BaseModel):

@@ -32,12 +32,12 @@ class RelayResponse(StreamingResponse):
 @router.post("/enhance-prompt", response_model=EnhanceResponse)
 async def enhance_prompt(request: Request, body: EnhanceRequest,
                          caller: str | None = Depends(caller_dep)) -> EnhanceResponse:
-    return await request.app.state.gateway.enhance.enhance(body, request.state.request_id, caller)
+    return await request.app.state.gateway.prompting.enhance(body, request.state.request_id, caller)
 
 
 @router.post("/chat", response_model=None)
 async def chat(request: Request, body: ChatRequest, caller: str | None = Depends(caller_dep)) -> Any:
-    result = await request.app.state.gateway.enhance.chat(body, request.state.request_id, caller)
+    result = await request.app.state.gateway.prompting.chat(body, request.state.request_id, caller)
     if isinstance(result, tuple):
         relay, headers = result
         return RelayResponse(relay, headers)

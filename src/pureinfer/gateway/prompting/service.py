@@ -1,6 +1,8 @@
 """Enhance-prompt and chat: select the template, build the messages (the only place prompts are
-assembled), call a worker through the client, log the seed's edge-function events, record the
-audit entry (successes and failures alike)."""
+assembled), call a worker through the client, log the seed's four edge-function events with its
+field names, record the audit entry (successes and failures alike, internal errors included):
+the model, the sampling parameters with the seed the worker used, the worker's prompt hash beside
+ours of the messages, the response hash, the attempts, and the prompt text as --audit-prompts says."""
 
 from __future__ import annotations
 
@@ -8,31 +10,92 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pureinfer.errors import PureInferError, as_pureinfer_error
+from pureinfer.errors import InternalError, InvalidPayload, PureInferError, as_pureinfer_error
+from pureinfer.gateway.audit.writer import AuditWriter
+from pureinfer.gateway.bounds import MAX_SQL_BIGINT, MAX_SQL_INT
 from pureinfer.gateway.prompting.protocol import (
     ChatRequest,
     EnhanceRequest,
     EnhanceResponse,
     ExecutionMetadata,
+    strategy_of,
+    strategy_without_template,
 )
-from pureinfer.gateway.templates.protocol import Selection
+from pureinfer.gateway.settings import GatewaySettings
+from pureinfer.gateway.templates.protocol import Selection, SelectionKey
+from pureinfer.gateway.templates.service import TemplateService
 from pureinfer.gateway.workers.client import WorkerCall, WorkerClient
 
-if TYPE_CHECKING:
-    from pureinfer.gateway.app import Gateway
-
 log = logging.getLogger("pureinfer.gateway.prompting")
+WORKER_TYPE = "chat"  # enhancement and chat both run on text workers
+
+
+# A worker names a message's field as messages[i].content (or messages.i.content, pydantic's path).
+_MESSAGE_FIELD = re.compile(r"^messages(?:\[(\d+)\]|\.(\d+))\.content$")
+
+
+def in_callers_terms(exc: InvalidPayload, req: EnhanceRequest | ChatRequest,
+                     selection: Selection | None) -> PureInferError:
+    """A worker's INVALID_PAYLOAD about `messages[i].content` (e.g. special tokens in a message)
+    named the messages the gateway built; the caller sent `prompt`, `message` or `history`, so
+    the error names those. The template's own system prompt (messages[0]) is no caller's doing:
+    that is an internal error naming the template, for an admin to fix."""
+    details = exc.details if isinstance(exc.details, dict) else {}
+    fields = details.get("fields")
+    if not isinstance(fields, list):
+        return exc
+    out = _caller_fields(exc, details, fields, req, selection)
+    for attr in ("worker_id", "attempts"):  # what the client noted for the audit row
+        setattr(out, attr, getattr(exc, attr, None))
+    return out
+
+
+def _caller_fields(exc: InvalidPayload, details: dict[str, Any], fields: list[Any],
+                   req: EnhanceRequest | ChatRequest, selection: Selection | None) -> PureInferError:
+    mapped: list[dict[str, Any]] = []
+    for item in fields:
+        match = _MESSAGE_FIELD.match(str(item.get("field", ""))) if isinstance(item, dict) else None
+        if match is None:
+            mapped.append(item)
+            continue
+        index = int(match.group(1) or match.group(2))
+        field = req.caller_field(index)
+        if field is None:
+            t = selection.template if selection else None
+            return InternalError(
+                "The worker refused the template's system prompt",
+                {"template_name": t.template_name if t else None, "template_version": t.version if t else None,
+                 "worker_message": item.get("message")},
+                suggested_action="An admin must fix this template's system_prompt; retry after that")
+        mapped.append({**item, "field": field})
+    if mapped == fields:
+        return exc  # nothing about the messages: the worker's envelope passes through unchanged
+    summary = "; ".join(f"{f.get('field')}: {f.get('message')}" for f in mapped[:5] if isinstance(f, dict))
+    out = InvalidPayload(f"Invalid request: {summary}", {**details, "fields": mapped},
+                         suggested_action=exc.suggested_action)
+    out.http_status = exc.http_status
+    return out
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def messages_sha256(messages: list[dict[str, str]]) -> str:
-    return hashlib.sha256(json.dumps(messages, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    return sha256_text(json.dumps(messages, separators=(",", ":"), ensure_ascii=False))
+
+
+def _count(value: Any) -> int | None:
+    """A number a worker reported, kept only when it is one an INTEGER column holds."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SQL_INT else None
 
 
 @dataclass
@@ -46,116 +109,177 @@ class _Interaction:
     started: float = field(default_factory=time.perf_counter)
     selection: Selection | None = None
     call: WorkerCall | None = None
+    messages: list[dict[str, str]] | None = None
     messages_sha: str | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)  # as sent; the seed as the worker used it
     response: str | None = None
+    model_used: str | None = None
+    prompt_sha256: str | None = None  # the worker's, of the prompt it rendered from the messages
     prompt_tokens: int | None = None
     tokens_generated: int | None = None
     worker_id: str | None = None  # the last worker tried, when the call failed
+    attempts: int | None = None
+
+    def observe(self, data: dict[str, Any]) -> None:
+        """What a worker's answer (its JSON body, or its final stream event) says about the run."""
+        for key in ("prompt_tokens", "tokens_generated"):
+            if key in data:
+                setattr(self, key, _count(data[key]))
+        if isinstance(data.get("model_used"), str):
+            self.model_used = data["model_used"][:200]
+        if isinstance(data.get("prompt_sha256"), str):
+            self.prompt_sha256 = data["prompt_sha256"][:64]
+        seed = data.get("seed")
+        if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SQL_BIGINT:
+            self.sampling["seed"] = seed  # workers report the seed they used (drawn when none was asked)
+
+    @property
+    def strategy(self) -> str | None:
+        sel = self.selection
+        return strategy_of(sel.template.template_name, sel.template.version, sel.fallback_level) if sel else None
 
 
-class EnhanceService:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        self.settings = gw.settings
+class PromptingService:
+    """The only place prompts are assembled. It is given exactly the parts it uses: templates to
+    select from, the client that calls workers, the audit writer, and the settings."""
 
-    # -- helpers -------------------------------------------------------------------------------
-    def _preview(self, text: str | None, n: int | None = None) -> str | None:
-        if text is None or self.settings.log_prompts == "none":
+    def __init__(self, templates: TemplateService, client: WorkerClient, audit: AuditWriter,
+                 settings: GatewaySettings) -> None:
+        self.templates = templates
+        self.client = client
+        self.audit = audit
+        self.settings = settings
+
+    # -- what of a prompt is kept where ---------------------------------------------------------
+    @staticmethod
+    def _cut(text: str | None, mode: str, n: int) -> str | None:
+        if text is None or mode == "none":
             return None
-        if self.settings.log_prompts == "full":
+        if mode == "full":
             return text
-        n = n or self.settings.audit_preview_chars
-        return text if len(text) <= n else text[:n] + "..."
+        return text if len(text) <= n else text[:n] + "..."  # the seed's cut
+
+    def _log_text(self, text: str | None, n: int) -> str | None:
+        """For log lines: --log-prompts none | preview (n characters, as the seed cuts) | full."""
+        return self._cut(text, self.settings.log_prompts, n)
 
     def _audit(self, it: _Interaction, status: int, error_code: str | None) -> None:
         sel, call = it.selection, it.call
-        worker_id = call.worker.id if call else it.worker_id
-        self.gw.audit.record({
+        mode = self.settings.audit_prompts
+        preview = "preview" if mode == "full" else mode  # with full, the whole text goes in its own columns
+        strategy = it.strategy or (strategy_without_template(error_code) if error_code else None)
+        self.audit.record({
             "id": uuid.uuid4().hex, "created_at": datetime.now(UTC), "request_id": it.request_id,
             "endpoint": it.endpoint, "caller_key_id": it.caller_key_id,
             "template_name": sel.template.template_name if sel else None,
             "template_version": sel.template.version if sel else None,
             "fallback_level": sel.fallback_level if sel else None, "cache_hit": sel.cache_hit if sel else None,
-            "worker_id": worker_id, "messages_sha256": it.messages_sha,
-            "prompt_preview": self._preview(it.prompt), "response_preview": self._preview(it.response),
+            "worker_id": call.worker.id if call else it.worker_id, "messages_sha256": it.messages_sha,
+            "prompt_preview": self._cut(it.prompt, preview, self.settings.audit_preview_chars),
+            "response_preview": self._cut(it.response, preview, self.settings.audit_preview_chars),
             "prompt_tokens": it.prompt_tokens, "tokens_generated": it.tokens_generated,
             "latency_ms": round((time.perf_counter() - it.started) * 1000, 3), "status": status,
-            "error_code": error_code,
+            "error_code": error_code, "model_used": it.model_used, "sampling": it.sampling or None,
+            "prompt_sha256": it.prompt_sha256,
+            "response_sha256": sha256_text(it.response) if it.response is not None else None,
+            "attempts": call.attempts if call else it.attempts, "strategy": strategy,
+            "messages": it.messages if mode == "full" else None,
+            "response_text": it.response if mode == "full" else None,
         })
 
     def _failed(self, it: _Interaction, exc: BaseException) -> PureInferError:
+        """Any failure, ours included: the audit row first (it must exist whatever happens
+        next), then the log lines; the caller gets the coded error."""
         err = as_pureinfer_error(exc)
         it.worker_id = getattr(exc, "worker_id", None)
-        if not isinstance(exc, PureInferError):
-            log.exception("unexpected error", extra={"event": "gateway_error"})
-        log.warning("request failed", extra={"event": f"{it.endpoint}_failed",
-                                             "error_code": err.code.value, "error": err.message})
+        it.attempts = getattr(exc, "attempts", None)
         self._audit(it, err.http_status, err.code.value)
+        if not isinstance(exc, PureInferError):
+            log.error("unexpected error", exc_info=exc, extra={"event": "gateway_error"})
+        log.warning("request failed", extra={
+            "event": f"{it.endpoint}_failed", "error_code": err.code.value, "error": err.message,
+            "strategy": it.strategy or strategy_without_template(err.code.value)})
         return err
 
-    async def _select(self, it: _Interaction, key: Any, worker_type: str) -> Selection:
-        sel = await self.gw.templates.select(key)
+    # -- the steps both endpoints take ----------------------------------------------------------
+    async def _select(self, it: _Interaction, key: SelectionKey) -> Selection:
+        sel = await self.templates.select(key)
         it.selection = sel
         t = sel.template
         log.info("Enhancing with template", extra={
-            "event": "template_selected", "template": t.template_name,
-            "template_version": t.version, "enhancerModel": t.enhancer_model, "targetModel": t.target_model,
-            "selectedModel": key.enhancer_model, "workerType": worker_type, "contentMode": t.content_mode,
+            "event": "template_selected", "template": t.template_name, "enhancerModel": t.enhancer_model,
+            "modelType": t.target_model, "selectedModel": key.enhancer_model, "workerType": WORKER_TYPE,
+            "contentMode": t.content_mode, "targetModel": t.target_model, "template_version": t.version,
             "fallback_level": sel.fallback_level, "cache_hit": sel.cache_hit})
         return sel
 
-    def _payload_log(self, it: _Interaction, messages: list[dict[str, str]], max_tokens: int) -> None:
+    async def _call(self, it: _Interaction, req: EnhanceRequest | ChatRequest, path: str, max_tokens: int,
+                    stream: bool = False) -> Any:
+        """Build the messages and the payload, log it as the seed does, and call a worker. A
+        worker's refusal of a message names the caller's field (`in_callers_terms`)."""
         assert it.selection is not None
+        t = it.selection.template
+        it.messages = req.messages(t)
+        it.messages_sha = messages_sha256(it.messages)
+        it.sampling = {"max_tokens": max_tokens, **req.sampling()}
+        payload: dict[str, Any] = {"messages": it.messages, **it.sampling}
+        if stream:
+            payload["stream"] = True
         log.info("Chat worker payload (pure inference)", extra={
-            "event": "worker_payload", "messagesCount": len(messages),
-            "systemPromptLength": len(messages[0]["content"]), "userPromptLength": len(messages[-1]["content"]),
-            "maxTokens": max_tokens, "templateName": it.selection.template.template_name,
-            "payloadBytes": len(json.dumps(messages))})
+            "event": "worker_payload", "messagesCount": len(it.messages),
+            "systemPromptLength": len(t.system_prompt), "userPromptLength": len(it.messages[-1]["content"]),
+            "maxTokens": max_tokens, "templateName": t.template_name})
+        try:
+            resp, it.call = await self.client.post(WORKER_TYPE, t.enhancer_model, path, payload, it.request_id,
+                                                   stream=stream)
+        except InvalidPayload as exc:
+            raise in_callers_terms(exc, req, it.selection) from None
+        return resp
 
     def _metadata(self, it: _Interaction, data: dict[str, Any]) -> ExecutionMetadata:
         assert it.selection is not None and it.call is not None
         t = it.selection.template
+        generation_time = data.get("generation_time")
         return ExecutionMetadata(
-            template_name=t.template_name, template_version=t.version, fallback_level=it.selection.fallback_level,
-            cache_hit=it.selection.cache_hit, worker_id=it.call.worker.id, worker_type=it.call.worker.worker_type,
-            model_used=data.get("model_used"), generation_time=data.get("generation_time"),
-            tokens_generated=data.get("tokens_generated"), prompt_tokens=data.get("prompt_tokens"),
-            prompt_sha256=data.get("prompt_sha256"), token_limit=t.token_limit, attempts=it.call.attempts,
+            worker_type=it.call.worker.worker_type, template_name=t.template_name,
+            fallback_level=it.selection.fallback_level, cache_hit=it.selection.cache_hit, template_version=t.version,
+            worker_id=it.call.worker.id, model_used=it.model_used,
+            generation_time=generation_time if isinstance(generation_time, int | float) else None,
+            tokens_generated=it.tokens_generated, prompt_tokens=it.prompt_tokens, prompt_sha256=it.prompt_sha256,
+            seed=it.sampling.get("seed"), token_limit=t.token_limit, attempts=it.call.attempts,
             gateway_latency_ms=round((time.perf_counter() - it.started) * 1000, 3))
 
     # -- /enhance-prompt -------------------------------------------------------------------------
     async def enhance(self, req: EnhanceRequest, request_id: str, caller_key_id: str | None) -> EnhanceResponse:
         it = _Interaction("enhance-prompt", request_id, caller_key_id, req.prompt)
-        log.info("Dynamic enhance prompt request", extra={
-            "event": "enhance_request", "prompt": self._preview(req.prompt, 100),
-            "jobType": req.job_type, "format": req.format, "quality": req.quality,
-            "selectedModel": req.enhancer_model or self.settings.default_enhancer_model,
-            "targetModel": req.target_model, "contentMode": req.content_mode, "promptLength": len(req.prompt)})
         try:
-            sel = await self._select(it, req.key(self.settings.default_enhancer_model), "chat")
-            messages = req.messages(sel.template)
-            it.messages_sha = messages_sha256(messages)
-            payload = {"messages": messages, "max_tokens": sel.template.token_limit, **req.sampling()}
-            self._payload_log(it, messages, sel.template.token_limit)
-            resp, it.call = await self.gw.client.post("chat", sel.template.enhancer_model, "/enhance",
-                                                      payload, request_id)
+            selected_model = req.enhancer_model or self.settings.default_enhancer_model
+            log.info("Dynamic enhance prompt request", extra={
+                "event": "enhance_request", "prompt": self._log_text(req.prompt, 100), "jobType": req.job_type,
+                "format": req.format, "quality": req.quality, "selectedModel": selected_model,
+                "promptLength": len(req.prompt), "targetModel": req.target_model, "contentMode": req.content_mode})
+            sel = await self._select(it, req.key(self.settings.default_enhancer_model))
+            resp = await self._call(it, req, "/enhance", sel.template.token_limit)
             data = resp.json()
-            enhanced = data.get("enhanced_prompt") or data.get("response") or ""
-            it.response, it.prompt_tokens, it.tokens_generated = (enhanced, data.get("prompt_tokens"),
-                                                                  data.get("tokens_generated"))
-            out = EnhanceResponse(original_prompt=req.prompt, enhanced_prompt=enhanced, request_id=request_id,
-                                  execution_metadata=self._metadata(it, data))
+            it.observe(data)
+            it.response = data.get("enhanced_prompt") or data.get("response") or ""
+            md = self._metadata(it, data)
+            out = EnhanceResponse(
+                enhanced_prompt=it.response, generation_time=md.generation_time, tokens_generated=md.tokens_generated,
+                model_used=md.model_used, pure_inference=data.get("pure_inference") is True,
+                no_prompt_overrides=data.get("no_prompt_overrides") is True,
+                template_respected=data.get("template_respected") is not False, execution_metadata=md,
+                original_prompt=req.prompt, request_id=request_id, strategy=it.strategy or "")
+            log.info("ENHANCED PROMPT GENERATED", extra={
+                "event": "enhance_result", "originalPrompt": self._log_text(req.prompt, 200),
+                "enhancedPrompt": self._log_text(it.response, 200), "templateUsed": sel.template.template_name,
+                "strategy": out.strategy, "templateVersion": sel.template.version, "workerId": md.worker_id,
+                "tokensGenerated": md.tokens_generated, "latencyMs": md.gateway_latency_ms})
         except asyncio.CancelledError:
             self._audit(it, 499, "CLIENT_DISCONNECTED")
             raise
         except Exception as exc:
             raise self._failed(it, exc) from None
-        log.info("ENHANCED PROMPT GENERATED", extra={
-            "event": "enhance_result", "originalPrompt": self._preview(req.prompt),
-            "enhancedPrompt": self._preview(enhanced), "templateUsed": sel.template.template_name,
-            "templateVersion": sel.template.version, "fallback_level": sel.fallback_level,
-            "workerId": it.call.worker.id, "tokensGenerated": it.tokens_generated,
-            "latencyMs": out.execution_metadata.gateway_latency_ms})
         self._audit(it, 200, None)
         return out
 
@@ -163,22 +287,15 @@ class EnhanceService:
     async def chat(self, req: ChatRequest, request_id: str,
                    caller_key_id: str | None) -> dict[str, Any] | tuple[StreamRelay, dict[str, str]]:
         it = _Interaction("chat", request_id, caller_key_id, req.message)
-        log.info("Chat request", extra={
-            "event": "chat_request", "message": self._preview(req.message, 100),
-            "historyLength": len(req.history), "stream": req.stream, "contentMode": req.content_mode,
-            "messageLength": len(req.message)})
         try:
-            sel = await self._select(it, req.key(self.settings.default_enhancer_model), "chat")
-            messages = req.messages(sel.template)
-            it.messages_sha = messages_sha256(messages)
-            max_tokens = req.max_tokens or sel.template.token_limit
-            payload = {"messages": messages, "max_tokens": max_tokens, **req.sampling()}
+            log.info("Chat request", extra={
+                "event": "chat_request", "userMessage": self._log_text(req.message, 100),
+                "historyLength": len(req.history), "stream": req.stream, "contentMode": req.content_mode,
+                "messageLength": len(req.message)})
+            sel = await self._select(it, req.key(self.settings.default_enhancer_model))
+            resp = await self._call(it, req, "/chat", req.max_tokens or sel.template.token_limit, stream=req.stream)
             if req.stream:
-                payload["stream"] = True
-            self._payload_log(it, messages, max_tokens)
-            resp, it.call = await self.gw.client.post("chat", sel.template.enhancer_model, "/chat", payload,
-                                                      request_id, stream=req.stream)
-            if req.stream:
+                assert it.call is not None
                 t = sel.template
                 headers = {"X-Request-ID": request_id, "X-Template-Name": t.template_name,
                            "X-Template-Version": str(t.version), "X-Fallback-Level": str(sel.fallback_level),
@@ -186,18 +303,18 @@ class EnhanceService:
                            "Cache-Control": "no-cache"}
                 return StreamRelay(self, it, resp), headers
             data = resp.json()
+            it.observe(data)
             it.response = data.get("response") or data.get("enhanced_prompt")
-            it.prompt_tokens, it.tokens_generated = data.get("prompt_tokens"), data.get("tokens_generated")
-            out = {**data, "request_id": request_id,
+            out = {**data, "request_id": request_id, "strategy": it.strategy,
                    "execution_metadata": self._metadata(it, data).model_dump()}
+            log.info("Chat response", extra={"event": "chat_result", "response": self._log_text(it.response, 200),
+                                             "workerId": out["execution_metadata"]["worker_id"],
+                                             "tokensGenerated": it.tokens_generated, "strategy": it.strategy})
         except asyncio.CancelledError:
             self._audit(it, 499, "CLIENT_DISCONNECTED")
             raise
         except Exception as exc:
             raise self._failed(it, exc) from None
-        log.info("Chat response", extra={"event": "chat_result",
-                                         "response": self._preview(it.response), "workerId": it.call.worker.id,
-                                         "tokensGenerated": it.tokens_generated})
         self._audit(it, 200, None)
         return out
 
@@ -209,7 +326,7 @@ class StreamRelay:
     once: at the end of the stream, when the caller goes away mid-stream, and also when the
     response was cancelled before iteration began (then no generator code would ever run)."""
 
-    def __init__(self, svc: EnhanceService, it: _Interaction, resp: Any) -> None:
+    def __init__(self, svc: PromptingService, it: _Interaction, resp: Any) -> None:
         self.svc, self.it, self.resp = svc, it, resp
         self.text: list[str] = []
         self.status, self.done = 200, False
@@ -269,10 +386,9 @@ class StreamRelay:
                 d = choices[0].get("delta") or {}
                 if isinstance(d, dict) and isinstance(d.get("content"), str):
                     self.text.append(d["content"])
-        for k in ("tokens_generated", "prompt_tokens"):
-            if isinstance(ev.get(k), int):
-                setattr(self.it, k, ev[k])
+        self.it.observe({k: ev[k] for k in ("tokens_generated", "prompt_tokens", "model_used", "prompt_sha256",
+                                            "seed") if k in ev})
         usage = ev.get("usage")
         if isinstance(usage, dict):
-            self.it.tokens_generated = usage.get("completion_tokens", self.it.tokens_generated)
-            self.it.prompt_tokens = usage.get("prompt_tokens", self.it.prompt_tokens)
+            self.it.observe({k: usage[o] for k, o in (("tokens_generated", "completion_tokens"),
+                                                      ("prompt_tokens", "prompt_tokens")) if o in usage})

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
+
+from pureinfer.gateway.bounds import MAX_SQL_INT, StoredText
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$"
 LABEL_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,99}$"
@@ -15,42 +18,47 @@ CONTENT_MODES = ("sfw", "nsfw")
 PRODUCTION = "production"
 LATEST = "latest"
 
+Label = Annotated[str, Field(pattern=LABEL_PATTERN)]
+
 
 class TemplateFields(BaseModel):
-    """The content of one version (everything that makes two versions differ)."""
+    """The content of one version (everything that makes two versions differ). The one place
+    these fields are written: the update, output and cache models below derive from it, and the
+    SQL model has a column for each (a test checks)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    enhancer_model: str = Field(min_length=1, max_length=100)
-    target_model: str = Field(min_length=1, max_length=100)
-    job_type: str = Field(min_length=1, max_length=50)
-    use_case: str = Field(min_length=1, max_length=50)
+    enhancer_model: StoredText = Field(min_length=1, max_length=100)
+    target_model: StoredText = Field(min_length=1, max_length=100)
+    job_type: StoredText = Field(min_length=1, max_length=50)
+    use_case: StoredText = Field(min_length=1, max_length=50)
     content_mode: str = Field(pattern=r"^(sfw|nsfw)$")
-    system_prompt: str = Field(min_length=1, max_length=100_000)
+    system_prompt: StoredText = Field(min_length=1, max_length=100_000)
     token_limit: int = Field(ge=1, le=32_768)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+def _all_optional(model: type[BaseModel], name: str) -> type[BaseModel]:
+    """`model` with every field optional (default None) and its constraints kept."""
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
+        optional = FieldInfo.merge_field_infos(info, default=None)
+        optional.default_factory = None
+        assert info.annotation is not None
+        fields[field_name] = (info.annotation | None, optional)
+    return create_model(name, __config__=model.model_config, **fields)
+
+
 class TemplateCreate(TemplateFields):
     template_name: str = Field(pattern=NAME_PATTERN)
-    labels: list[str] = Field(default_factory=list, description="labels to point at this first version")
+    labels: list[Label] = Field(default_factory=list, max_length=20, description="labels to point at this first version")
 
 
-class TemplateUpdate(BaseModel):
+class TemplateUpdate(_all_optional(TemplateFields, "TemplateChanges")):  # type: ignore[misc]
     """`PUT /templates/{id}`: a new version made of the current latest version with these
     fields replaced. Nothing is edited in place."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    enhancer_model: str | None = Field(None, min_length=1, max_length=100)
-    target_model: str | None = Field(None, min_length=1, max_length=100)
-    job_type: str | None = Field(None, min_length=1, max_length=50)
-    use_case: str | None = Field(None, min_length=1, max_length=50)
-    content_mode: str | None = Field(None, pattern=r"^(sfw|nsfw)$")
-    system_prompt: str | None = Field(None, min_length=1, max_length=100_000)
-    token_limit: int | None = Field(None, ge=1, le=32_768)
-    metadata: dict[str, Any] | None = None
-    labels: list[str] = Field(default_factory=list, description="labels to move to the new version")
+    labels: list[Label] = Field(default_factory=list, max_length=20, description="labels to move to the new version")
 
 
 class LabelMove(BaseModel):
@@ -58,23 +66,20 @@ class LabelMove(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    label: str = Field(pattern=LABEL_PATTERN)
-    version: int = Field(ge=1)
+    label: Label
+    version: int = Field(ge=1, le=MAX_SQL_INT)
 
 
-class TemplateOut(BaseModel):
+class _Version(TemplateFields):
+    """One stored version: its content and where it sits."""
+
     id: int
     template_name: str
     version: int
-    enhancer_model: str
-    target_model: str
-    job_type: str
-    use_case: str
-    content_mode: str
-    system_prompt: str
-    token_limit: int
+
+
+class TemplateOut(_Version):
     is_active: bool
-    metadata: dict[str, Any]
     labels: list[str]
     created_at: datetime
     updated_at: datetime
@@ -87,20 +92,11 @@ class TemplateFamilyOut(BaseModel):
     versions: list[TemplateOut]
 
 
-@dataclass(frozen=True, slots=True)
-class TemplateView:
-    """The version a family serves, as held in the selection cache."""
+class TemplateView(_Version):
+    """The version a family serves, as held in the selection cache (immutable)."""
 
-    id: int
-    template_name: str
-    version: int
-    enhancer_model: str
-    target_model: str
-    job_type: str
-    use_case: str
-    content_mode: str
-    system_prompt: str
-    token_limit: int
+    model_config = ConfigDict(frozen=True)
+
     created_order: int  # row id: later versions/families sort later
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from pureinfer.db.models import TemplateGeneration, TemplateLabel, TemplateVersion, utcnow
 from pureinfer.db.store import as_utc
 from pureinfer.errors import InvalidPayload, NotFound
+from pureinfer.gateway.bounds import as_row_id
 from pureinfer.gateway.templates.protocol import (
     LATEST,
     TemplateFamilyOut,
@@ -47,8 +48,9 @@ def read_generation(engine: Engine) -> int:
 
 def resolve_name(s: Session, ref: str) -> str:
     """`{id}` in the admin API is a template name, or the numeric id of any of its versions."""
-    if ref.isdigit():
-        name = s.execute(select(TemplateVersion.template_name).where(TemplateVersion.id == int(ref))).scalar()
+    row_id = as_row_id(ref)
+    if row_id is not None:
+        name = s.execute(select(TemplateVersion.template_name).where(TemplateVersion.id == row_id)).scalar()
     else:
         name = s.execute(select(TemplateVersion.template_name)
                          .where(TemplateVersion.template_name == ref).limit(1)).scalar()
@@ -58,6 +60,8 @@ def resolve_name(s: Session, ref: str) -> str:
 
 
 def _content(row: TemplateVersion) -> dict[str, Any]:
+    """The row's `TemplateFields` (the column `metadata` is the attribute `metadata_`: SQLAlchemy
+    reserves `metadata`)."""
     data = {f: getattr(row, f) for f in CONTENT_FIELDS if f != "metadata"}
     data["metadata"] = row.metadata_ or {}
     return data
@@ -164,12 +168,13 @@ def _families(s: Session, names: Sequence[str] | None = None, active_only: bool 
     return list(fams.values())
 
 
+def _identity(row: TemplateVersion) -> dict[str, Any]:
+    return {"id": row.id, "template_name": row.template_name, "version": row.version, **_content(row)}
+
+
 def to_out(row: TemplateVersion, labels: dict[str, int]) -> TemplateOut:
     return TemplateOut(
-        id=row.id, template_name=row.template_name, version=row.version, enhancer_model=row.enhancer_model,
-        target_model=row.target_model, job_type=row.job_type, use_case=row.use_case,
-        content_mode=row.content_mode, system_prompt=row.system_prompt, token_limit=row.token_limit,
-        is_active=row.is_active, metadata=row.metadata_ or {},
+        **_identity(row), is_active=row.is_active,
         labels=sorted(k for k, v in labels.items() if v == row.version),
         created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at),  # type: ignore[arg-type]
     )
@@ -215,11 +220,7 @@ def load_snapshot(s: Session) -> tuple[int, list[TemplateView]]:
         v = f.served()
         if v is None:
             continue
-        views.append(TemplateView(
-            id=v.id, template_name=v.template_name, version=v.version, enhancer_model=v.enhancer_model,
-            target_model=v.target_model, job_type=v.job_type, use_case=v.use_case, content_mode=v.content_mode,
-            system_prompt=v.system_prompt, token_limit=v.token_limit, created_order=v.id,
-        ))
+        views.append(TemplateView(**_identity(v), created_order=v.id))
     return generation, views
 
 

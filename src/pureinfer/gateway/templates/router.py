@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
 
 from pureinfer.gateway.auth import admin_dep
-from pureinfer.gateway.templates.protocol import LabelMove, TemplateCreate, TemplateFamilyOut, TemplateUpdate
+from pureinfer.gateway.templates.protocol import (
+    NAME_PATTERN,
+    LabelMove,
+    TemplateCreate,
+    TemplateFamilyOut,
+    TemplateUpdate,
+)
 from pureinfer.gateway.templates.service import TemplateService
 
 router = APIRouter(prefix="/templates", tags=["templates"], dependencies=[Depends(admin_dep)])
+# A template name, or the numeric id of one of its versions.
+Ref = Annotated[str, Path(pattern=NAME_PATTERN, description="template name or version id")]
 
 
 def _svc(request: Request) -> TemplateService:
@@ -33,20 +43,20 @@ async def create_template(request: Request, body: TemplateCreate) -> TemplateFam
 
 
 @router.get("/{ref}", response_model=TemplateFamilyOut)
-async def get_template(request: Request, ref: str) -> TemplateFamilyOut:
+async def get_template(request: Request, ref: Ref) -> TemplateFamilyOut:
     return await _svc(request).get(ref)
 
 
 @router.put("/{ref}", response_model=TemplateFamilyOut)
-async def update_template(request: Request, ref: str, body: TemplateUpdate) -> TemplateFamilyOut:
+async def update_template(request: Request, ref: Ref, body: TemplateUpdate) -> TemplateFamilyOut:
     return await _svc(request).update(ref, body)
 
 
 @router.post("/{ref}/labels", response_model=TemplateFamilyOut)
-async def move_label(request: Request, ref: str, body: LabelMove) -> TemplateFamilyOut:
+async def move_label(request: Request, ref: Ref, body: LabelMove) -> TemplateFamilyOut:
     return await _svc(request).move_label(ref, body)
 
 
 @router.delete("/{ref}", response_model=TemplateFamilyOut)
-async def deactivate_template(request: Request, ref: str) -> TemplateFamilyOut:
+async def deactivate_template(request: Request, ref: Ref) -> TemplateFamilyOut:
     return await _svc(request).deactivate(ref)

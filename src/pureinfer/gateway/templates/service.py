@@ -23,6 +23,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,12 +47,17 @@ from pureinfer.gateway.templates.protocol import (
 log = logging.getLogger("pureinfer.gateway.templates")
 
 
+# Selections remembered per snapshot. The key is made of the caller's strings, so the memo is an
+# LRU of this many keys: a caller sending endless new keys costs a selection each, not memory.
+MEMO_SIZE = 1024
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     generation: int
     templates: tuple[TemplateView, ...]
     by_name: dict[str, TemplateView]
-    memo: dict[SelectionKey, tuple[TemplateView, int]] = field(default_factory=dict)
+    memo: OrderedDict[SelectionKey, tuple[TemplateView, int]] = field(default_factory=OrderedDict)
 
 
 class TemplateSelector:
@@ -169,6 +175,10 @@ class TemplateService:
         if memo is None:
             memo = self.selector.select(key, snap.templates, snap.by_name)
             snap.memo[key] = memo
+            if len(snap.memo) > MEMO_SIZE:
+                snap.memo.popitem(last=False)
+        else:
+            snap.memo.move_to_end(key)
         return Selection(template=memo[0], fallback_level=memo[1], cache_hit=cache_hit)
 
     # -- admin -------------------------------------------------------------------------------

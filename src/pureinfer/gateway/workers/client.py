@@ -180,12 +180,19 @@ class WorkerClient:
                         worker.in_flight -= 1
                     return resp, WorkerCall(worker, attempts)
         except _Retryable as exc:
-            if time.monotonic() >= deadline:
-                raise WorkerTimeout("The request deadline was spent while retrying workers",
-                                    {"attempts": attempts, "last_error": exc.error.code.value}) from None
             err = exc.error
-            err.details = {**(err.details or {}), "attempts": attempts}
+            if time.monotonic() >= deadline:
+                timeout = WorkerTimeout("The request deadline was spent while retrying workers",
+                                        {"attempts": attempts, "last_error": err.code.value})
+                timeout.worker_id = getattr(err, "worker_id", None)  # type: ignore[attr-defined]
+                err = timeout
+            else:
+                err.details = {**(err.details or {}), "attempts": attempts}
+            err.attempts = attempts  # type: ignore[attr-defined]  # for the audit row
             raise err from None
+        except PureInferError as exc:
+            exc.attempts = attempts  # type: ignore[attr-defined]  # for the audit row
+            raise
         raise AssertionError("unreachable")
 
     @staticmethod

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pureinfer.gateway.bounds import StoredText
+
 WorkerType = Literal["chat", "image", "all"]
+ModelName = Annotated[StoredText, Field(min_length=1, max_length=200)]
 
 
 class WorkerAdd(BaseModel):
@@ -15,7 +18,7 @@ class WorkerAdd(BaseModel):
 
     url: str = Field(min_length=1, max_length=500)
     worker_type: WorkerType = "chat"
-    models: list[str] = Field(default_factory=list)
+    models: list[ModelName] = Field(default_factory=list, max_length=50)
 
 
 class WorkerRegistration(BaseModel):
@@ -25,7 +28,7 @@ class WorkerRegistration(BaseModel):
 
     url: str = Field(min_length=1, max_length=500)
     worker_type: WorkerType = "chat"
-    models: list[str] = Field(default_factory=list)
+    models: list[ModelName] = Field(default_factory=list, max_length=50)
     info: dict[str, Any] = Field(default_factory=dict)
 
 

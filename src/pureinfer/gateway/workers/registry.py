@@ -4,15 +4,16 @@ circuit state are this process's own view and live here.
 
 Routing: among workers of the right type (an `all` worker serves every type) that are healthy,
 not silent past `heartbeat_timeout_s` (self-registered ones) and whose circuit lets a request
-through, prefer those serving the requested model, then the fewest requests in flight (ties:
-random). None: WORKER_UNAVAILABLE with Retry-After.
+through, prefer those serving the requested model, then the fewest requests in flight; ties are
+taken in turn (round robin), so equal workers share sequential work evenly and the choice is a
+rule a test can check, not a draw. None: WORKER_UNAVAILABLE with Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,8 @@ from pureinfer.gateway.settings import GatewaySettings
 from pureinfer.gateway.workers import repository as repo
 from pureinfer.gateway.workers.breaker import CircuitBreaker
 from pureinfer.gateway.workers.protocol import WorkerOut
-from pureinfer.gateway.workers.urls import UrlPolicy
+from pureinfer.gateway.workers.transport import AddressPins
+from pureinfer.gateway.workers.urls import UrlPolicy, ValidatedUrl
 
 log = logging.getLogger("pureinfer.gateway.workers")
 
@@ -60,13 +62,15 @@ class WorkerState:
 
 class WorkerRegistry:
     def __init__(self, store: Store, settings: GatewaySettings, http: httpx.AsyncClient,
-                 policy: UrlPolicy) -> None:
+                 policy: UrlPolicy, pins: AddressPins) -> None:
         self.store = store
         self.settings = settings
-        self.http = http
+        self.http = http  # connects to `pins` only (transport.py)
         self.policy = policy
+        self.pins = pins
         self.workers: dict[str, WorkerState] = {}
         self._last_refresh = 0.0
+        self._turn = itertools.count()  # the round robin among equally loaded workers
 
     # -- store sync --------------------------------------------------------------------------
     def _new_state(self, row: Any) -> WorkerState:
@@ -98,9 +102,18 @@ class WorkerRegistry:
         self._last_refresh = time.monotonic()
         return new
 
+    async def _validate(self, url: str) -> ValidatedUrl:
+        """Validate the URL (resolving its name) and pin the addresses validated: calls connect
+        to these and nowhere else until the next validation."""
+        checked = await anyio.to_thread.run_sync(self.policy.validate, url)
+        if self.pins.pin(checked.host, checked.port, checked.addresses):
+            log.info("worker address pinned", extra={"event": "worker_address", "url": checked.url,
+                                                     "addresses": list(checked.addresses)})
+        return checked
+
     async def add(self, url: str, worker_type: str, models: list[str], source: str,
                   info: dict[str, Any] | None = None) -> WorkerState:
-        url = await anyio.to_thread.run_sync(self.policy.validate, url)
+        url = (await self._validate(url)).url
 
         def write() -> Any:
             with self.store.transaction() as s:
@@ -138,10 +151,10 @@ class WorkerRegistry:
 
     # -- health ------------------------------------------------------------------------------
     async def check(self, st: WorkerState) -> bool:
-        """GET /health/ready (redirects not followed). The URL is validated again first, so a name
-        that now resolves to a refused address leaves rotation."""
+        """GET /health/ready (redirects not followed). The URL is validated (and its addresses
+        pinned) again first, so a name that now resolves to a refused address leaves rotation."""
         try:
-            await anyio.to_thread.run_sync(self.policy.validate, st.url)
+            await self._validate(st.url)
             timeout = httpx.Timeout(self.settings.connect_timeout_s, read=max(self.settings.connect_timeout_s, 2.0))
             resp = await self.http.get(st.url + "/health/ready", timeout=timeout)
             ok = resp.status_code == 200
@@ -201,6 +214,7 @@ class WorkerRegistry:
             with_model = [w for w in pool if model in w.models]
             pool = with_model or pool
         least = min(w.in_flight for w in pool)
-        chosen = random.choice([w for w in pool if w.in_flight == least])
+        ties = [w for w in pool if w.in_flight == least]
+        chosen = ties[next(self._turn) % len(ties)]
         chosen.breaker.acquire()
         return chosen

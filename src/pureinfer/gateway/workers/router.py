@@ -3,12 +3,16 @@ self-registration (`POST /workers/register`, `POST /workers/{id}/heartbeat`, sig
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
 
 from pureinfer.gateway.auth import admin_dep, worker_sig_dep
+from pureinfer.gateway.bounds import WORKER_ID_PATTERN
 from pureinfer.gateway.workers.protocol import RegistrationOut, WorkerAdd, WorkerOut, WorkerRegistration
 
 router = APIRouter(prefix="/workers", tags=["workers"])
+WorkerId = Annotated[str, Path(pattern=WORKER_ID_PATTERN)]
 
 
 def _registry(request: Request):  # type: ignore[no-untyped-def]
@@ -27,7 +31,7 @@ async def add_worker(request: Request, body: WorkerAdd) -> WorkerOut:
 
 
 @router.delete("/{worker_id}", status_code=204, dependencies=[Depends(admin_dep)])
-async def remove_worker(request: Request, worker_id: str) -> None:
+async def remove_worker(request: Request, worker_id: WorkerId) -> None:
     await _registry(request).remove(worker_id)
 
 
@@ -38,5 +42,5 @@ async def register(request: Request, body: WorkerRegistration) -> RegistrationOu
 
 
 @router.post("/{worker_id}/heartbeat", status_code=204, dependencies=[Depends(worker_sig_dep)])
-async def heartbeat(request: Request, worker_id: str) -> None:
+async def heartbeat(request: Request, worker_id: WorkerId) -> None:
     await _registry(request).heartbeat(worker_id)

@@ -9,8 +9,11 @@ Rules, in order:
   3. the host must be allowed: its name matches an allowlisted name ("host" or "*.suffix"), or
      every resolved address lies in an allowlisted CIDR. Loopback and private ranges are allowed
      only when listed (the default lists loopback only).
-The same check runs again before each health check, so a name that later resolves elsewhere
-(DNS rebinding) is taken out of rotation. Redirects are never followed by the client.
+`validate()` returns the addresses it checked; the registry pins them (`transport.AddressPins`)
+and the worker client connects to those addresses only, never resolving the name again. The same
+check runs again before each health check: a name that now resolves elsewhere is validated anew
+and its pin replaced, or, refused, taken out of rotation (DNS rebinding). Redirects are never
+followed by the client.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from pureinfer.errors import InvalidPayload
@@ -53,6 +57,16 @@ def _refused_always(ip: IPAddress) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class ValidatedUrl:
+    """A worker URL that passed the rules, and the addresses its host had when it did."""
+
+    url: str  # normalised: lower-case scheme and host, no trailing slash
+    host: str
+    port: int
+    addresses: tuple[str, ...]
+
+
 class UrlPolicy:
     def __init__(self, allowlist: Iterable[str], resolver: Resolver = system_resolver) -> None:
         self.names: list[str] = []
@@ -75,14 +89,16 @@ class UrlPolicy:
                 return True
         return False
 
-    def validate(self, url: str, field: str = "url") -> str:
-        """The normalised URL (no trailing slash), or InvalidPayload naming the reason."""
+    def validate(self, url: str, field: str = "url") -> ValidatedUrl:
+        """The normalised URL and the addresses checked, or InvalidPayload naming the reason."""
         def bad(msg: str) -> InvalidPayload:
             return InvalidPayload.field(field, msg)
 
+        if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url.strip()):
+            raise bad("the URL contains spaces or control characters")
         try:
             parts = urlsplit(url.strip())
-            port = parts.port
+            explicit_port = parts.port
         except ValueError as exc:
             raise bad(f"not a valid URL: {exc}") from None
         scheme = parts.scheme.lower()
@@ -93,15 +109,17 @@ class UrlPolicy:
         host = (parts.hostname or "").lower().rstrip(".")
         if not host:
             raise bad("the URL has no host")
+        if not host.isascii():
+            raise bad("the host must be ASCII (write an internationalised name in its xn-- form)")
         if parts.query or parts.fragment:
             raise bad("the URL must not have a query or fragment")
-        port = port or (443 if scheme == "https" else 80)
+        port = explicit_port or (443 if scheme == "https" else 80)
         try:
             addresses = [ipaddress.ip_address(host)]
         except ValueError:
             try:
                 addresses = [ipaddress.ip_address(a.split("%")[0]) for a in self.resolver(host, port)]
-            except (OSError, UnicodeError) as exc:
+            except (OSError, UnicodeError, ValueError) as exc:
                 raise bad(f"host {host!r} does not resolve: {exc}") from None
             if not addresses:
                 raise bad(f"host {host!r} does not resolve") from None
@@ -115,6 +133,8 @@ class UrlPolicy:
                 kind = "loopback" if all(ip.is_loopback for ip in addresses) else (
                     "private" if all(ip.is_private for ip in addresses) else "public")
                 raise bad(f"host {host!r} ({kind} address {', '.join(outside)}) is not in the worker allowlist")
-        path = parts.path.rstrip("/")
-        netloc = parts.netloc.lower()
-        return f"{scheme}://{netloc}{path}"
+        netloc = f"[{host}]" if ":" in host else host
+        if explicit_port is not None:
+            netloc += f":{explicit_port}"
+        return ValidatedUrl(f"{scheme}://{netloc}{parts.path.rstrip('/')}", host, port,
+                            tuple(dict.fromkeys(str(ip) for ip in addresses)))

@@ -1,0 +1,90 @@
+"""Pure ASGI pieces shared by the worker and the gateway (Starlette's advice: no
+BaseHTTPMiddleware, streaming stays intact).
+
+The request-body limit: `read_body()` reads a body bounded by the limit (a declared
+Content-Length over it is refused before a byte is read; a body that grows past it is refused as
+soon as it does), and `replaying()` hands the bytes read to the app as if they came from the
+client. `BodyLimit` is the middleware made of the two; the worker's `Guard` uses them too, since
+it needs the exact bytes for the signature. Too large: 413 INVALID_PAYLOAD naming `body`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from pureinfer.errors import PayloadTooLarge, PureInferError
+from pureinfer.http_errors import error_response
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """One request header (`name` lower-case), decoded as latin-1 as HTTP/1.1 sends it."""
+    return next((v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == name), None)
+
+
+def too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"Request body exceeds {max_bytes} bytes",
+        {"fields": [{"field": "body", "message": f"larger than {max_bytes} bytes"}], "max_bytes": max_bytes},
+    )
+
+
+async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
+    """The whole request body, never holding more than `max_bytes` of it: PayloadTooLarge."""
+    declared = header(scope, b"content-length")
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+        raise too_large(max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large(max_bytes)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that yields `body` first, then the client's own messages (disconnect notices,
+    which cancellation relies on)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class BodyLimit:
+    """Refuses bodies over `max_bytes` with 413 before the app (and its JSON parser) sees them."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await read_body(scope, receive, self.max_bytes)
+        except PureInferError as exc:
+            await error_response(exc, scope.get("state", {}).get("request_id"))(scope, receive, send)
+            return
+        await self.app(scope, replaying(body, receive), send)
