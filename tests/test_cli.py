@@ -8,6 +8,8 @@ import argparse
 import re
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +56,12 @@ def test_top_level_help_names_every_command_and_the_start() -> None:
     printed = " ".join(out.stdout.split())
     assert all(text in printed for text in helps.values()), out.stdout
     assert all(p.formatter_class is HelpFormatter for _, p in subparsers(build_parser()))
+
+
+def test_the_pureinfer_script_runs_this_main() -> None:
+    """The smoke tests start `python -m pureinfer.cli`: the same `main` as the installed script."""
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"] == {"pureinfer": "pureinfer.cli:main"}
 
 
 def test_every_flag_of_every_command_has_a_help_line() -> None:

@@ -31,8 +31,10 @@ def _gateway(args: argparse.Namespace) -> int:
         print(f"pureinfer gateway: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    # log_config=None keeps uvicorn's own lines (errors included) in our JSON handler; with its
+    # default config they were plain text ("ERROR:    Exception in ASGI application").
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                access_log=False)
+                access_log=False, log_config=None)
     return 0
 
 
