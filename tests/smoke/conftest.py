@@ -1,7 +1,9 @@
 """The product started as the README says, once for the smoke tests: `pureinfer templates import
 --starter`, then `pureinfer gateway` and `pureinfer worker --demo --role all` (registering itself
 with the gateway), each a real process with the CLI's default logging. Only the ports, the cache
-directory (the session's demo models) and the keys are chosen here; everything else is default."""
+directory (the session's demo models) and the keys are chosen here; everything else is default.
+The processes live while the tests of this folder run; stopping them is checked too (exit codes,
+no traceback at shutdown)."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ class Product:
     gateway_url: str
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def smoke_cache_dir(tmp_path_factory: pytest.TempPathFactory, demo_text_dir: Path, image_model_dir: Path) -> Path:
     """A cache dir whose demo-models are the session's (built once): `--demo` finds them built."""
     root = tmp_path_factory.mktemp("smoke-cache")
@@ -50,7 +52,7 @@ def _registered(gateway_url: str, worker_url: str) -> bool:
     return r.status_code == 200 and any(w["url"] == worker_url and w["source"] == "registered" for w in r.json())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def product(smoke_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Product]:
     logs = tmp_path_factory.mktemp("smoke-logs")
     cache = str(smoke_cache_dir)
