@@ -15,7 +15,7 @@ import pytest
 
 from pureinfer.cli import HelpFormatter, build_parser, subparsers
 from pureinfer.gateway.settings import GatewaySettings
-from pureinfer.settings import WorkerSettings, shown_default
+from pureinfer.settings import WorkerSettings, env_name, shown_default
 
 SETTINGS = {"worker": WorkerSettings, "gateway": GatewaySettings, "templates import": GatewaySettings,
             "templates export": GatewaySettings}
@@ -88,6 +88,10 @@ def test_settings_flags_state_the_settings_default_and_parse_to_none(command: st
         assert "(default" in text, f"{action.option_strings}: {text!r} states no default"
         if settings.model_fields[action.dest].get_default(call_default_factory=True) not in (None, []):
             assert f"(default: {shown_default(settings, action.dest)})" in text
+        # the environment variable is named where it is not PUREINFER_ + the flag's name
+        env = env_name(settings, action.dest)
+        if env != "PUREINFER_" + action.option_strings[0].lstrip("-").replace("-", "_").upper():
+            assert f"(environment: {env})" in text, text
 
 
 def test_worker_flags_are_grouped() -> None:

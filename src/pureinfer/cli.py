@@ -26,8 +26,8 @@ start here:
   curl -s localhost:8000/chat -H 'Content-Type: application/json' \\
     -d '{"messages":[{"role":"user","content":"A sunset"}],"max_tokens":40}'
 
-`pureinfer COMMAND --help` lists a command's flags; each flag of worker and gateway is also an
-environment variable PUREINFER_<FLAG>."""
+`pureinfer COMMAND --help` lists a command's flags with their defaults; the flags of worker,
+gateway and templates are also environment variables (PUREINFER_PORT=8001)."""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -71,12 +71,6 @@ def _templates_export(args: argparse.Namespace) -> int:
     return 0
 
 
-ENV_EPILOG = """\
-Every flag is also an environment variable PUREINFER_<FLAG> (PUREINFER_DATABASE_URL=...; lists are
-comma-separated: PUREINFER_API_KEYS=a,b). A flag overrides the environment, which overrides the
-default."""
-
-
 def _store_flags(parser: argparse.ArgumentParser | Any, flag: Any) -> None:
     flag(parser, "--database-url", metavar="URL",
          help="SQLAlchemy URL of the template, worker and audit store, e.g. "
@@ -86,7 +80,7 @@ def _store_flags(parser: argparse.ArgumentParser | Any, flag: Any) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from pureinfer.gateway.settings import GatewaySettings
-    from pureinfer.settings import add_setting_flag
+    from pureinfer.settings import SETTINGS_EPILOG, add_setting_flag
 
     def flag(group: Any, *flags: str, help: str, **kwargs: Any) -> None:
         add_setting_flag(group, GatewaySettings, *flags, help=help, **kwargs)
@@ -97,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     "each call and keeps the audit trail: POST /enhance-prompt and /chat for callers;\n"
                     "/templates, /workers and /audit for admins. Import templates first:\n"
                     "`pureinfer templates import --starter`.",
-        epilog=ENV_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=SETTINGS_EPILOG)
     listen = g.add_argument_group("listening")
     flag(listen, "--host", help="address to listen on; a non-loopback one needs --api-key and --admin-key, "
                                 "or --insecure")
@@ -144,13 +138,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                    "gateway's store (give the gateway's --database-url or --cache-dir).")
     tsub = t.add_subparsers(dest="templates_command", required=True, title="actions", metavar="ACTION")
     ti = tsub.add_parser("import", help="import FILE.yaml or the starter set (new versions only where content changed)",
-                         epilog=ENV_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                         epilog=SETTINGS_EPILOG)
     ti.add_argument("file", nargs="?", help="a YAML file of templates (as `templates export` writes)")
     ti.add_argument("--starter", action="store_true", help="import the starter set shipped with pureinfer")
     _store_flags(ti, flag)
     ti.set_defaults(func=lambda a: _templates_import(a) if (a.file or a.starter) else ti.error("give FILE or --starter"))
     te = tsub.add_parser("export", help="export templates as YAML",
-                         epilog=ENV_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                         epilog=SETTINGS_EPILOG)
     te.add_argument("-o", "--output", help="file, or - for standard output (default: standard output)")
     te.add_argument("--all-versions", action="store_true", help="every version of each template, not only the latest")
     _store_flags(te, flag)

@@ -11,11 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ENV_EPILOG = """\
-Every flag is also an environment variable PUREINFER_<FLAG> (PUREINFER_PORT=8001; lists are
-comma-separated: PUREINFER_API_KEYS=a,b). A flag overrides the environment, which overrides the
-default."""
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     from pureinfer.logging import PREVIEW_CHARS
@@ -23,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         DEFAULT_IMAGE_MODEL,
         DEFAULT_TEXT_MODEL_CPU,
         DEFAULT_TEXT_MODEL_CUDA,
+        SETTINGS_EPILOG,
         Role,
         WorkerSettings,
         add_setting_flag,
@@ -36,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="A worker runs exactly the prompts it is given. It serves the seed's /chat, /enhance\n"
                     "and /generate, an OpenAI-compatible /v1 API, /health, /status, /worker/info and\n"
                     "/metrics. `pureinfer worker --demo --role all` serves tiny demo models, offline.",
-        epilog=ENV_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=SETTINGS_EPILOG)
     model = w.add_argument_group("model")
     flag(model, "--role", choices=[r.value for r in Role],
          help="what to serve: chat (text endpoints), image (SDXL images) or all")
