@@ -188,3 +188,59 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# --- CLI flags for settings --------------------------------------------------------------------
+# The commands (`pureinfer worker`, `pureinfer gateway`, `pureinfer templates`) add one flag per
+# setting with `add_setting_flag`. The flag's argparse default stays None ("not given"), so the
+# environment and then the field's own default apply; the help line states that default, read
+# from the settings class, so the text cannot drift from the behaviour.
+
+SETTINGS_EPILOG = """\
+Every flag is also an environment variable: PUREINFER_ and the flag's name (--max-body-bytes is
+PUREINFER_MAX_BODY_BYTES; the help names the variable where it differs); lists are comma-separated
+(PUREINFER_API_KEYS=a,b). A flag overrides the environment, which overrides the default."""
+
+
+def shown_default(settings_cls: type[BaseSettings], name: str) -> str:
+    """A settings field's default as a CLI help text shows it (lists comma-separated, bools on/off)."""
+    value = settings_cls.model_fields[name].get_default(call_default_factory=True)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "none"
+    if value == "":
+        return '""'
+    return str(value)
+
+
+def env_name(settings_cls: type[BaseSettings], name: str) -> str:
+    """The environment variable of a settings field (`PUREINFER_API_KEYS`)."""
+    return f"{settings_cls.model_config.get('env_prefix', '')}{name}".upper()
+
+
+def add_setting_flag(group: Any, settings_cls: type[BaseSettings], *flags: str, help: str,
+                     **kwargs: Any) -> Any:
+    """`group.add_argument(*flags, ...)` for the field of `settings_cls` named by the flag's dest,
+    with "(default: X)" appended to `help` from the field, and the environment variable where its
+    name is not the flag's. A field whose default is None means something ("cuda when available",
+    "a sqlite file in the cache dir"): its help must say what, as "(default: ...)", or this raises
+    (a developer error, caught by the CLI tests)."""
+    kwargs.setdefault("default", None)
+    action = group.add_argument(*flags, help=help, **kwargs)
+    if action.default is not None:
+        raise ValueError(f"{flags[0]}: a settings flag's argparse default must be None (not given)")
+    if action.dest not in settings_cls.model_fields:
+        raise ValueError(f"{flags[0]}: {settings_cls.__name__} has no field {action.dest!r}")
+    if "(default" not in help:
+        if settings_cls.model_fields[action.dest].get_default(call_default_factory=True) is None:
+            raise ValueError(f"{flags[0]}: say in the help what the default (None) means")
+        shown = shown_default(settings_cls, action.dest).replace("%", "%%")  # argparse %-formats help
+        help = f"{help} (default: {shown})"
+    env = env_name(settings_cls, action.dest)
+    if env != env_name(settings_cls, flags[0].lstrip("-").replace("-", "_")):
+        help = f"{help} (environment: {env})"
+    action.help = help
+    return action

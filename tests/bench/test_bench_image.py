@@ -9,17 +9,34 @@ async def test_bench_reports_all_modes() -> None:
     from pureinfer.bench.image import run_image_bench
 
     report = await run_image_bench(device="cpu", size=64, steps=2, batch=2, requests=2)
-    assert report["model"] == "random-tiny" and report["size"] == "64x64" and report["requests"] == 2
+    assert set(report) == {"model", "device", "dtype", "torch_threads", "size", "steps", "scheduler", "requests",
+                           "max_batch", "load_s", "modes"}
+    assert (report["model"], report["device"], report["dtype"], report["size"], report["steps"],
+            report["scheduler"], report["requests"], report["max_batch"]) == (
+        "random-tiny", "cpu", "float32", "64x64", 2, "euler", 2, 2)
     modes = report["modes"]
     assert list(modes) == ["sequential", "batched_exact", "batched_fast"]
+    figures = {"wall_s", "images_per_s", "seconds_per_image", "latency_s", "batch_sizes"}
+    assert set(modes["sequential"]) == figures
+    assert set(modes["batched_exact"]) == set(modes["batched_fast"]) == figures | {
+        "pixels_identical_to_sequential", "speedup_vs_sequential"}
+    # each mode ran every request in the batches its name says (the warm-up request not counted)
     assert modes["sequential"]["batch_sizes"] == {"1": 2}
-    assert modes["batched_exact"]["batch_sizes"] == {"2": 1}
-    assert modes["batched_exact"]["pixels_identical_to_sequential"]["all"] is True
-    assert set(modes["batched_fast"]["pixels_identical_to_sequential"]) == {
-        "all", "images_differing", "max_abs_diff_uint8"}
+    assert modes["batched_exact"]["batch_sizes"] == modes["batched_fast"]["batch_sizes"] == {"2": 1}
+    # exact batching keeps the sequential pixels, bit for bit
+    assert modes["batched_exact"]["pixels_identical_to_sequential"] == {
+        "all": True, "images_differing": 0, "max_abs_diff_uint8": 0}
+    fast = modes["batched_fast"]["pixels_identical_to_sequential"]
+    assert set(fast) == {"all", "images_differing", "max_abs_diff_uint8"}
+    assert fast["all"] == (fast["images_differing"] == 0) == (fast["max_abs_diff_uint8"] == 0)
+    assert 0 <= fast["images_differing"] <= 2
     for fig in modes.values():
-        assert fig["images_per_s"] > 0 and fig["latency_s"]["max"] >= fig["latency_s"]["p50"] > 0
-    assert modes["batched_fast"]["speedup_vs_sequential"] > 0
+        assert abs(2 * fig["seconds_per_image"] - fig["wall_s"]) <= 0.002  # both rounded from one wall time
+        assert fig["latency_s"]["max"] >= fig["latency_s"]["p50"] > 0
+    # the speedups are the report's own ratios (their size depends on the machine's load: not asserted)
+    for mode in ("batched_exact", "batched_fast"):
+        assert modes[mode]["speedup_vs_sequential"] == round(
+            modes[mode]["images_per_s"] / modes["sequential"]["images_per_s"], 2)
 
 
 def test_parser_registers_under_bench() -> None:

@@ -17,9 +17,10 @@ from tests.support.worker import make_settings
 
 @pytest.fixture(scope="session")
 def image_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pureinfer.engines.demo.image import build_image_model
+    """The tiny SDXL folder, built as `--demo` builds it (so a demo-models folder can reuse it)."""
+    from pureinfer.engines.demo.build import ensure_demo_models
 
-    return build_image_model(tmp_path_factory.mktemp("demo-models") / "image")
+    return ensure_demo_models(tmp_path_factory.mktemp("demo-models"), text=False, image=True) / "image"
 
 
 def image_worker_settings(model_dir: Path, tmp: Path, **overrides: Any) -> Any:

@@ -31,7 +31,8 @@ def test_status_window_counts_requests_and_errors(client: TestClient) -> None:
     n_before = before["requests_per_minute"] * before["window_s"] / 60 if before["requests_per_minute"] else 0
     for _ in range(3):
         assert client.post("/chat", json={"messages": msgs(), "max_tokens": 2}).status_code == 200
-    assert client.post("/chat", json={"messages": []}).status_code == 400
+    refused = client.post("/chat", json={"messages": []})
+    assert (refused.status_code, refused.json()["error_code"]) == (400, "INVALID_PAYLOAD")
     s = client.get("/status").json()
     assert s["status"] == "operational"
     assert s["worker_info"]["architecture"] == "pure_inference_engine" and s["worker_info"]["version"]

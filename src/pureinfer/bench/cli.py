@@ -11,8 +11,10 @@ BENCH_MODULES = ["pureinfer.bench.text", "pureinfer.bench.image", "pureinfer.ben
 
 
 def register(sub: Any) -> None:
-    parser: argparse.ArgumentParser = sub.add_parser("bench", help="Benchmarks (JSON on stdout)")
-    bench_sub = parser.add_subparsers(dest="bench", required=True)
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "bench", help="benchmarks of the text and image engines and the gateway (JSON on stdout)",
+        description="Benchmarks that print JSON, each with its baseline measured in the same run.")
+    bench_sub = parser.add_subparsers(dest="bench", required=True, title="benchmarks", metavar="BENCHMARK")
     for name in BENCH_MODULES:
         try:
             module = importlib.import_module(name)

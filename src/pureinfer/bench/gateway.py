@@ -240,8 +240,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("gateway", help="the gateway's added latency and req/s vs calling the worker directly")
     p.add_argument("--requests", type=int, default=200, help="measured requests per target")
     p.add_argument("--concurrency", type=int, default=4, help="clients for the requests/s part")
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--max-tokens", type=int, default=8)
+    p.add_argument("--warmup", type=int, default=20, help="unmeasured requests per target first")
+    p.add_argument("--max-tokens", type=int, default=8, help="output tokens of each request")
     p.add_argument("--cache-dir", default=None, help="where the demo model is built (default: a temp dir)")
     p.add_argument("--engine", choices=["demo", "echo"], default=None,
                    help="demo: the tiny demo model (default when the transformers engine is installed); "

@@ -28,7 +28,7 @@ from typing import Any
 
 def add_parser(sub: Any, name: str = "image") -> argparse.ArgumentParser:
     """Register the image bench under a `bench` command's subparsers (or anywhere else)."""
-    p = sub.add_parser(name, help="Sequential vs batched image throughput and latency (JSON)")
+    p = sub.add_parser(name, help="sequential vs batched image throughput and latency")
     p.add_argument("--model", help="SDXL folder/hub id/.safetensors (default: build the demo model)")
     p.add_argument("--shape", choices=["tiny", "sdxl"], default=None,
                    help="random-weight shape when no --model (default: tiny; sdxl with --device cuda)")
@@ -37,8 +37,10 @@ def add_parser(sub: Any, name: str = "image") -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: 10 tiny, 20 sdxl)")
     p.add_argument("--batch", type=int, default=4, help="image_max_batch for the batched runs")
     p.add_argument("--requests", type=int, default=None, help="requests per mode (default: 2 x batch)")
-    p.add_argument("--scheduler", default="euler", choices=["euler", "euler_a", "dpmpp_2m", "ddim"])
-    p.add_argument("--modes", default="sequential,batched_exact,batched_fast")
+    p.add_argument("--scheduler", default="euler", choices=["euler", "euler_a", "dpmpp_2m", "ddim"],
+                   help="sampler of every request")
+    p.add_argument("--modes", default="sequential,batched_exact,batched_fast",
+                   help="runs to compare, comma-separated; the first is the reference for pixel equality")
     p.set_defaults(func=main)
     return p
 

@@ -45,25 +45,25 @@ STATIC_BATCH = 16
 
 
 def add_parser(sub: Any, name: str = "text") -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help="Continuous batching vs naive generate(): throughput and latency (JSON)")
+    p = sub.add_parser(name, help="continuous batching vs naive generate(): text throughput and latency")
     p.add_argument("--model", help="model folder or hub id (default: build the random-weight demo of --shape)")
     p.add_argument("--shape", default="qwen2.5-0.5b", choices=["tiny", "qwen2.5-0.5b", "qwen2.5-7b"],
-                   help="demo architecture when no --model (default: qwen2.5-0.5b)")
-    p.add_argument("--concurrency", default=DEFAULT_CONCURRENCY, help=f"comma-separated (default {DEFAULT_CONCURRENCY})")
-    p.add_argument("--rounds", type=int, default=1, help="requests each client sends back to back (default 1)")
-    p.add_argument("--prompt-tokens", type=int, default=16, help="prompt length in tokens (default 16)")
-    p.add_argument("--max-tokens", type=int, default=32, help="output length in tokens (default 32)")
-    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default 0.7, with top_p 0.9)")
-    p.add_argument("--naive-requests", type=int, default=3, help="requests for the naive baseline (default 3)")
-    p.add_argument("--paths", default="engine,http", help="which paths to run (default engine,http)")
+                   help="demo architecture when no --model")
+    p.add_argument("--concurrency", default=DEFAULT_CONCURRENCY, help="concurrent clients, comma-separated: one run each")
+    p.add_argument("--rounds", type=int, default=1, help="requests each client sends back to back")
+    p.add_argument("--prompt-tokens", type=int, default=16, help="prompt length in tokens")
+    p.add_argument("--max-tokens", type=int, default=32, help="output length in tokens")
+    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy; top_p is 0.9")
+    p.add_argument("--naive-requests", type=int, default=3, help="requests for the naive baseline")
+    p.add_argument("--paths", default="engine,http", help="which paths to run, comma-separated: engine (in process), http (through the worker app)")
     p.add_argument("--no-baselines", action="store_true", help="skip the naive and static-batch baselines")
     p.add_argument("--with-cbm", action="store_true",
                    help="also time transformers' ContinuousBatchingManager (generate_batch) on 16 requests")
-    p.add_argument("--max-running", type=int, default=16, help="engine batch size (default 16)")
+    p.add_argument("--max-running", type=int, default=16, help="engine batch size")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
-    p.add_argument("--cache-dir", default=None, help="where demo models are built (default ~/.cache/pureinfer)")
-    p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--cache-dir", default=None, help="where demo models are built (default: ~/.cache/pureinfer)")
+    p.add_argument("--out", help="also write the JSON to this file (default: standard output only)")
     p.set_defaults(func=main)
     return p
 

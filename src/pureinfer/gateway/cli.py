@@ -21,19 +21,18 @@ def _gateway(args: argparse.Namespace) -> int:
     from pureinfer.gateway.settings import GatewaySettings
     from pureinfer.logging import configure_logging
 
-    kwargs = _settings_kwargs(args, [
-        "host", "port", "database_url", "api_keys", "admin_keys", "insecure", "worker_api_key",
-        "worker_signing_secret", "registration_secret", "worker_allowlist", "default_template",
-        "request_timeout_s", "log_level", "cache_dir", "allow_nsfw_fallback", "audit_retention_days",
-        "max_body_bytes", "audit_prompts"])
+    # Every flag of `gateway` is a settings field (add_setting_flag checks that), so all of them pass.
+    kwargs = _settings_kwargs(args, [k for k in vars(args) if k not in ("command", "func")])
     try:
         settings = GatewaySettings(**kwargs)
     except ValueError as exc:
         print(f"pureinfer gateway: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    # log_config=None keeps uvicorn's own lines (errors included) in our JSON handler; with its
+    # default config they were plain text ("ERROR:    Exception in ASGI application").
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                access_log=False)
+                access_log=False, log_config=None)
     return 0
 
 
@@ -70,44 +69,86 @@ def _templates_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_flags(parser: argparse.ArgumentParser | Any, flag: Any) -> None:
+    flag(parser, "--database-url", metavar="URL",
+         help="SQLAlchemy URL of the template, worker and audit store, e.g. "
+              "postgresql://user@host/db (default: a sqlite file CACHE_DIR/gateway.db)")
+    flag(parser, "--cache-dir", help="where the default sqlite file and the audit spill file live")
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    g = sub.add_parser("gateway", help="run the gateway (templates, routing, audit)")
-    g.add_argument("--host")
-    g.add_argument("--port", type=int)
-    g.add_argument("--database-url", help="SQLAlchemy URL (default: sqlite file in the cache dir)")
-    g.add_argument("--cache-dir")
-    g.add_argument("--api-key", dest="api_keys", action="append", help="caller API key (repeatable)")
-    g.add_argument("--admin-key", dest="admin_keys", action="append", help="admin API key (repeatable)")
-    g.add_argument("--insecure", action="store_true", help="allow running without keys on a public address")
-    g.add_argument("--worker-api-key", help="Bearer key the workers expect")
-    g.add_argument("--worker-signing-secret", help="HMAC secret the workers verify")
-    g.add_argument("--registration-secret", help="secret workers sign registration with (their --gateway-secret)")
-    g.add_argument("--allow-worker", dest="worker_allowlist", action="append",
-                   help="worker host name or CIDR allowed (repeatable; default: loopback only)")
-    g.add_argument("--default-template", help="template for fallback level 3")
-    g.add_argument("--allow-nsfw-fallback", action="store_true",
-                   help="let sfw requests fall back to nsfw templates (level 2); off by default")
-    g.add_argument("--audit-retention-days", type=float)
-    g.add_argument("--audit-prompts", choices=["none", "preview", "full"],
-                   help="what audit rows keep of prompts and responses: previews (default), or the exact "
-                        "messages and whole response too (full), or none")
-    g.add_argument("--request-timeout-s", type=float)
-    g.add_argument("--max-body-bytes", type=int,
-                   help="larger request bodies are refused with 413 before they are read (default: 1048576)")
-    g.add_argument("--log-level")
+    from pureinfer.gateway.settings import GatewaySettings
+    from pureinfer.settings import SETTINGS_EPILOG, add_setting_flag
+
+    def flag(group: Any, *flags: str, help: str, **kwargs: Any) -> None:
+        add_setting_flag(group, GatewaySettings, *flags, help=help, **kwargs)
+
+    g = sub.add_parser(
+        "gateway", help="run the gateway: prompt templates, enhancement, routing to workers, audit",
+        description="The gateway owns every prompt template, picks a healthy worker, signs and times\n"
+                    "each call and keeps the audit trail: POST /enhance-prompt and /chat for callers;\n"
+                    "/templates, /workers and /audit for admins. Import templates first:\n"
+                    "`pureinfer templates import --starter`.",
+        epilog=SETTINGS_EPILOG)
+    listen = g.add_argument_group("listening")
+    flag(listen, "--host", help="address to listen on; a non-loopback one needs --api-key and --admin-key, "
+                                "or --insecure")
+    flag(listen, "--port", type=int, help="TCP port")
+
+    security = g.add_argument_group("security")
+    flag(security, "--api-key", dest="api_keys", action="append", metavar="KEY",
+         help="a caller key for /enhance-prompt and /chat (Bearer or X-API-Key); repeatable; "
+              "without any, those endpoints are open")
+    flag(security, "--admin-key", dest="admin_keys", action="append", metavar="KEY",
+         help="an admin key for templates, workers and /audit; repeatable; without any, those are open")
+    flag(security, "--insecure", action="store_true",
+         help="allow a non-loopback address without keys, and worker registration without a secret")
+
+    storage = g.add_argument_group("storage")
+    _store_flags(storage, flag)
+
+    workers = g.add_argument_group("workers")
+    flag(workers, "--worker-api-key", metavar="KEY",
+         help="the key workers expect (their --api-key) (default: none sent)")
+    flag(workers, "--worker-signing-secret", metavar="SECRET",
+         help="signs every call to a worker (their --signing-secret) (default: calls unsigned)")
+    flag(workers, "--registration-secret", metavar="SECRET",
+         help="workers sign registration and heartbeats with it (their --gateway-secret) "
+              "(default: none; registration refused unless --insecure)")
+    flag(workers, "--allow-worker", dest="worker_allowlist", action="append", metavar="HOST_OR_CIDR",
+         help="a host name (name, *.suffix) or CIDR worker URLs may point at; repeatable")
+    flag(workers, "--request-timeout-s", type=float,
+         help="the deadline of one gateway request, retries included (then WORKER_TIMEOUT)")
+    flag(listen, "--max-body-bytes", type=int,
+         help="larger request bodies are refused with 413 before they are read")
+
+    templates = g.add_argument_group("templates")
+    flag(templates, "--default-template", metavar="NAME",
+         help="the template of the last fallback level (default: none, no last level)")
+    flag(templates, "--allow-nsfw-fallback", action="store_true",
+         help="let sfw requests fall back to nsfw templates (fallback level 2)")
+
+    logs = g.add_argument_group("audit and logging")
+    flag(logs, "--audit-retention-days", type=float, help="audit records older than this are deleted")
+    flag(logs, "--audit-prompts", choices=["none", "preview", "full"],
+         help="what audit rows keep of prompts and responses: previews, also the exact messages and "
+              "whole response (full), or none")
+    flag(logs, "--log-level", help="DEBUG, INFO, WARNING or ERROR; logs are JSON lines on stderr")
     g.set_defaults(func=_gateway)
 
-    t = sub.add_parser("templates", help="import or export prompt templates (YAML)")
-    tsub = t.add_subparsers(dest="templates_command", required=True)
-    ti = tsub.add_parser("import", help="import FILE.yaml (new versions only where content changed)")
-    ti.add_argument("file", nargs="?")
+    t = sub.add_parser("templates", help="import or export prompt templates (YAML)",
+                       description="Import or export the gateway's prompt templates as YAML, in the\n"
+                                   "gateway's store (give the gateway's --database-url or --cache-dir).")
+    tsub = t.add_subparsers(dest="templates_command", required=True, title="actions", metavar="ACTION")
+    ti = tsub.add_parser("import", help="import FILE.yaml or the starter set (new versions only where content changed)",
+                         epilog=SETTINGS_EPILOG)
+    ti.add_argument("file", nargs="?", help="a YAML file of templates (as `templates export` writes)")
     ti.add_argument("--starter", action="store_true", help="import the starter set shipped with pureinfer")
-    ti.add_argument("--database-url")
-    ti.add_argument("--cache-dir")
+    _store_flags(ti, flag)
     ti.set_defaults(func=lambda a: _templates_import(a) if (a.file or a.starter) else ti.error("give FILE or --starter"))
-    te = tsub.add_parser("export", help="export templates as YAML")
-    te.add_argument("-o", "--output", help="file (default: stdout)")
-    te.add_argument("--all-versions", action="store_true")
-    te.add_argument("--database-url")
-    te.add_argument("--cache-dir")
+    te = tsub.add_parser("export", help="export templates as YAML",
+                         epilog=SETTINGS_EPILOG)
+    te.add_argument("-o", "--output", help="file, or - for standard output (default: standard output)")
+    te.add_argument("--all-versions", action="store_true", help="every version of each template, not only the latest")
+    _store_flags(te, flag)
     te.set_defaults(func=_templates_export)

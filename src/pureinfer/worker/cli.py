@@ -13,56 +13,116 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    w = sub.add_parser("worker", help="Run a worker (chat, image or all)")
-    w.add_argument("--role", choices=["chat", "image", "all"])
-    w.add_argument("--demo", action="store_true", default=None,
-                   help="Serve tiny random-weight models built locally (offline)")
-    w.add_argument("--text-model", action="append", dest="text_models", metavar="[ALIAS=]PATH_OR_HUB_ID",
-                   help="Repeatable; the first is the default model")
-    w.add_argument("--image-model", metavar="PATH_OR_HUB_ID_OR_SAFETENSORS")
-    w.add_argument("--host")
-    w.add_argument("--port", type=int)
-    w.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY", help="Repeatable")
-    w.add_argument("--signing-secret")
-    w.add_argument("--insecure", action="store_true", default=None,
-                   help="Allow listening on a non-loopback address without an API key")
-    w.add_argument("--device")
-    w.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"])
-    w.add_argument("--cache-dir", type=Path)
-    w.add_argument("--max-tokens-limit", type=int)
-    w.add_argument("--request-timeout-s", type=float)
-    w.add_argument("--max-body-bytes", type=int)
-    w.add_argument("--max-running-requests", type=int)
-    w.add_argument("--max-queued-requests", type=int)
-    w.add_argument("--drain-timeout-s", type=float)
-    w.add_argument("--log-prompts", choices=["none", "preview", "full"])
-    w.add_argument("--log-level")
-    w.add_argument("--storage", choices=["local", "s3"])
-    w.add_argument("--storage-dir", type=Path)
-    w.add_argument("--public-base-url")
-    w.add_argument("--s3-bucket")
-    w.add_argument("--s3-prefix")
-    w.add_argument("--s3-endpoint-url")
-    w.add_argument("--gateway", dest="gateway_url", metavar="URL", help="Register with this gateway")
-    w.add_argument("--gateway-secret")
-    w.add_argument("--worker-url", help="The URL the gateway should use to reach this worker")
+    from pureinfer.logging import PREVIEW_CHARS
+    from pureinfer.settings import (
+        DEFAULT_IMAGE_MODEL,
+        DEFAULT_TEXT_MODEL_CPU,
+        DEFAULT_TEXT_MODEL_CUDA,
+        SETTINGS_EPILOG,
+        Role,
+        WorkerSettings,
+        add_setting_flag,
+    )
+
+    def flag(group: Any, *flags: str, help: str, **kwargs: Any) -> None:
+        add_setting_flag(group, WorkerSettings, *flags, help=help, **kwargs)
+
+    w = sub.add_parser(
+        "worker", help="run a worker: chat, prompt enhancement and text generation, SDXL images",
+        description="A worker runs exactly the prompts it is given. It serves the seed's /chat, /enhance\n"
+                    "and /generate, an OpenAI-compatible /v1 API, /health, /status, /worker/info and\n"
+                    "/metrics. `pureinfer worker --demo --role all` serves tiny demo models, offline.",
+        epilog=SETTINGS_EPILOG)
+    model = w.add_argument_group("model")
+    flag(model, "--role", choices=[r.value for r in Role],
+         help="what to serve: chat (text endpoints), image (SDXL images) or all")
+    flag(model, "--demo", action="store_true",
+         help="serve tiny random-weight models, built offline into CACHE_DIR/demo-models on first use")
+    flag(model, "--text-model", action="append", dest="text_models", metavar="[ALIAS=]PATH_OR_HUB_ID",
+         help="a save_pretrained folder or Hugging Face hub id, served as ALIAS; repeatable, the first is "
+              f"the default model (default: {DEFAULT_TEXT_MODEL_CUDA} on CUDA, {DEFAULT_TEXT_MODEL_CPU} on "
+              "CPU, the demo model with --demo)")
+    flag(model, "--image-model", metavar="PATH_OR_HUB_ID_OR_SAFETENSORS",
+         help=f"the SDXL model (default: {DEFAULT_IMAGE_MODEL}, the demo model with --demo)")
+    flag(model, "--device", help="torch device, e.g. cuda, cuda:1, cpu (default: cuda when available, else cpu)")
+    flag(model, "--dtype", choices=["auto", "float32", "float16", "bfloat16"],
+         help="weights' dtype; auto is bfloat16 for text and float16 for images on CUDA, float32 on CPU")
+    flag(model, "--cache-dir", type=Path,
+         help="where demo models are built and, unless --storage-dir, images are stored")
+
+    listen = w.add_argument_group("listening")
+    flag(listen, "--host", help="address to listen on; a non-loopback one needs --api-key or --insecure")
+    flag(listen, "--port", type=int, help="TCP port")
+
+    security = w.add_argument_group("security")
+    flag(security, "--api-key", action="append", dest="api_keys", metavar="KEY",
+         help="a key callers must send (Authorization: Bearer KEY or X-API-Key); repeatable; "
+              "/health/live and /health/ready stay open")
+    flag(security, "--signing-secret", metavar="SECRET",
+         help="also require X-Timestamp + X-Signature, an HMAC-SHA256 of the request with SECRET "
+              "(`pureinfer sign`) (default: none, signatures not required)")
+    flag(security, "--insecure", action="store_true",
+         help="allow listening on a non-loopback address without an API key")
+
+    limits = w.add_argument_group("serving limits")
+    flag(limits, "--max-tokens-limit", type=int,
+         help="the largest max_tokens a request may ask for (larger: TOKEN_LIMIT_EXCEEDED)")
+    flag(limits, "--request-timeout-s", type=float,
+         help="seconds a request may take; then its work is cancelled (WORKER_TIMEOUT)")
+    flag(limits, "--max-body-bytes", type=int, help="larger request bodies are refused with 413")
+    flag(limits, "--max-running-requests", type=int, help="requests the engine runs at once")
+    flag(limits, "--max-queued-requests", type=int,
+         help="requests waiting for a running slot; past that, 503 WORKER_OVERLOADED")
+    flag(limits, "--drain-timeout-s", type=float,
+         help="on SIGTERM, seconds in-flight requests get to finish (new ones are refused)")
+
+    storage = w.add_argument_group("image storage")
+    flag(storage, "--storage", choices=["local", "s3"],
+         help="where generated images go: a local directory served at /files/..., or S3-compatible storage")
+    flag(storage, "--storage-dir", type=Path, help="the local directory (default: CACHE_DIR/files)")
+    flag(storage, "--public-base-url", metavar="URL",
+         help="base of image URLs in responses (default: local files at the URL the request came "
+              "in on; S3 objects presigned)")
+    flag(storage, "--s3-bucket", help="bucket for --storage s3 (default: none; required with --storage s3)")
+    flag(storage, "--s3-prefix", help="key prefix inside the bucket")
+    flag(storage, "--s3-endpoint-url", metavar="URL",
+         help="endpoint of an S3-compatible store such as MinIO (default: AWS's)")
+
+    registration = w.add_argument_group("gateway registration")
+    flag(registration, "--gateway", dest="gateway_url", metavar="URL",
+         help="register with the gateway at URL and send it heartbeats (default: no registration)")
+    flag(registration, "--gateway-secret", metavar="SECRET",
+         help="signs the registration and heartbeats: the gateway's --registration-secret (default: none)")
+    flag(registration, "--worker-url", metavar="URL",
+         help="the URL the gateway should call this worker at (default: http://HOST:PORT)")
+
+    logs = w.add_argument_group("logging")
+    flag(logs, "--log-level", help="DEBUG, INFO, WARNING or ERROR; logs are JSON lines on stderr")
+    flag(logs, "--log-prompts", choices=["none", "preview", "full"],
+         help=f"how much of a prompt the logs show (preview: its first {PREVIEW_CHARS} characters)")
     w.set_defaults(func=run_worker)
 
-    d = sub.add_parser("demo-models", help="Build tiny random-weight models offline into DIR/text and DIR/image")
-    d.add_argument("dir", type=Path)
-    d.add_argument("--text-shape", default="tiny", choices=["tiny", "qwen2.5-0.5b", "qwen2.5-7b"])
-    d.add_argument("--image-shape", default="tiny", choices=["tiny", "sdxl"])
-    d.add_argument("--only", choices=["text", "image"])
+    d = sub.add_parser("demo-models", help="build the tiny random-weight demo models offline",
+                       description="Build random-weight models offline into DIR/text and DIR/image (real\n"
+                                   "architectures, no download): what `worker --demo` serves.")
+    d.add_argument("dir", type=Path, help="output folder")
+    d.add_argument("--text-shape", default="tiny", choices=["tiny", "qwen2.5-0.5b", "qwen2.5-7b"],
+                   help="the text model's architecture: tiny, or the shape of a real Qwen2.5")
+    d.add_argument("--image-shape", default="tiny", choices=["tiny", "sdxl"],
+                   help="the image model's architecture: tiny, or the full SDXL shape")
+    d.add_argument("--only", choices=["text", "image"], help="build one of the two (default: both)")
     d.set_defaults(func=run_demo_models)
 
-    s = sub.add_parser("sign", help="Print the signature headers for a request (HMAC-SHA256)")
-    s.add_argument("--secret", default=os.environ.get("PUREINFER_SIGNING_SECRET"))
-    s.add_argument("--method", default="POST")
-    s.add_argument("--path", required=True,
-                   help="The request target: the URL path, with ?QUERY when there is one (signed exactly as sent)")
-    s.add_argument("--body", default="-", help="Body file, or - for standard input")
+    s = sub.add_parser("sign", help="print the signature headers for a request (HMAC-SHA256)",
+                       description="Print the X-Timestamp and X-Signature headers that authenticate one\n"
+                                   "request to a worker started with --signing-secret.")
+    s.add_argument("--secret", default=os.environ.get("PUREINFER_SIGNING_SECRET"),
+                   help="the worker's signing secret (default: $PUREINFER_SIGNING_SECRET)")
+    s.add_argument("--method", default="POST", help="HTTP method")
+    s.add_argument("--path", required=True, help="the request target: the URL path, with ?QUERY when there is one (signed exactly as sent), e.g. /chat")
+    s.add_argument("--body", default="-", help="body file, or - for standard input")
     s.add_argument("--timestamp", type=int, help="Unix seconds (default: now, with microseconds)")
-    s.add_argument("--curl", action="store_true", help="Print as curl -H arguments")
+    s.add_argument("--curl", action="store_true", help="print as curl -H arguments")
     s.set_defaults(func=run_sign)
 
 

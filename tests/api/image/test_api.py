@@ -108,7 +108,9 @@ def test_invalid_fields_are_named(client, fields: dict, field: str) -> None:
 
 
 def test_both_bad_sizes_are_reported_together(client) -> None:
-    body = post(client, width=1000, height=12).json()
+    r = post(client, width=1000, height=12)
+    body = r.json()
+    assert (r.status_code, body["error_code"]) == (400, "INVALID_PAYLOAD")
     assert [f["field"] for f in body["details"]["fields"]] == ["width", "height"]
     assert "[64, 512]" in body["details"]["fields"][0]["message"]
 
@@ -116,13 +118,13 @@ def test_both_bad_sizes_are_reported_together(client) -> None:
 def test_prompt_over_the_clip_window(client) -> None:
     long = "castle " * 80  # 80 words + BOS/EOS = 82 tokens
     r = post(client, prompt=long)
-    assert r.status_code == 400
     body = r.json()
-    assert body["error_code"] == "TOKEN_LIMIT_EXCEEDED"
+    assert (r.status_code, body["success"], body["error_code"]) == (400, False, "TOKEN_LIMIT_EXCEEDED")
     assert body["details"] == {"prompt_tokens": 82, "negative_prompt_tokens": 3, "max_tokens": 77,
                                "fields": ["prompt"]}
     r = post(client, negative_prompt=long)
-    assert r.json()["details"]["fields"] == ["negative_prompt"]
+    assert (r.status_code, r.json()["error_code"], r.json()["details"]["fields"]) == (
+        400, "TOKEN_LIMIT_EXCEEDED", ["negative_prompt"])
     ok = post(client, prompt=long, negative_prompt="blurry " * 90, truncate=True, seed=5)
     assert ok.status_code == 200, ok.text
     assert ok.json()["tokens"] == {"prompt_tokens": 82, "negative_prompt_tokens": 92, "max_tokens": 77,
@@ -164,28 +166,45 @@ async def test_s3_end_to_end(engine, image_settings, s3_server) -> None:
 
 
 def test_info_stats_and_metrics(client, serving) -> None:
+    """One image and one refused request move each counter by exactly one (the serving and engine
+    are shared by the session: counts are compared with a snapshot, not with zero)."""
     from prometheus_client import REGISTRY
 
-    post(client, seed=3)
-    assert post(client, prompt="castle " * 80).status_code == 400
+    def counters() -> dict[str, float]:
+        stats = serving.stats()
+        sample = {name: REGISTRY.get_sample_value(name, labels) or 0.0 for name, labels in [
+            ("pureinfer_images_generated_total", None), ("pureinfer_image_batch_size_count", None),
+            ("pureinfer_image_seconds_per_image_count", None),
+            ("pureinfer_image_requests_total", {"outcome": "ok"})]}
+        return {**sample, "refused": REGISTRY.get_sample_value(
+            "pureinfer_image_requests_total", {"outcome": "TOKEN_LIMIT_EXCEEDED"}) or 0.0,
+            "images_generated": stats["images_generated"], "requests": stats["requests"],
+            "failed_requests": stats["failed_requests"], "batches": sum(stats["batch_sizes"].values())}
+
+    before = counters()
+    assert post(client, seed=3).status_code == 200
+    refused = post(client, prompt="castle " * 80)
+    assert (refused.status_code, refused.json()["error_code"]) == (400, "TOKEN_LIMIT_EXCEEDED")
+    after = counters()
+    assert {k: after[k] - before[k] for k in after} == {k: 1 for k in after}
     info, stats = serving.info(), serving.stats()
     assert info["size_bounds"] == [64, 512] and info["max_prompt_tokens"] == 77 and info["exact_batching"]
     assert info["storage"]["kind"] == "local" and "euler_a" in info["schedulers"]
-    assert stats["images_generated"] >= 1 and stats["seconds_per_image"] > 0 and stats["queue_depth"] == 0
-    assert stats["requests"] >= 1 and sum(stats["batch_sizes"].values()) >= 1
-    assert REGISTRY.get_sample_value("pureinfer_images_generated_total") >= 1
-    assert REGISTRY.get_sample_value("pureinfer_image_batch_size_count") >= 1
-    assert REGISTRY.get_sample_value("pureinfer_image_seconds_per_image_count") >= 1
+    assert stats["seconds_per_image"] > 0 and stats["queue_depth"] == 0
     assert REGISTRY.get_sample_value("pureinfer_image_queue_depth") == 0
-    assert REGISTRY.get_sample_value("pureinfer_image_requests_total", {"outcome": "TOKEN_LIMIT_EXCEEDED"}) is not None
 
 
 def test_generate_is_not_mounted_when_the_dispatcher_owns_it(serving, app_factory) -> None:
     from fastapi.testclient import TestClient
 
     with TestClient(app_factory(lambda: serving, mount_generate=False)) as c:
-        assert c.post("/generate", json=BASE).status_code == 404
-        assert c.post("/v1/images/generations", json={"prompt": "x", "size": "64x64", "steps": 2}).status_code == 200
+        missing = c.post("/generate", json=BASE)
+        assert missing.status_code == 404
+        assert (missing.json()["error_code"], missing.json()["error"]) == (
+            "NOT_FOUND", "No such endpoint or resource: /generate")  # no route, not an image error
+        openai = c.post("/v1/images/generations", json={"prompt": "x", "size": "64x64", "steps": 2, "seed": 4})
+        assert openai.status_code == 200, openai.text
+        assert [d["url"].startswith("http://testserver/files/") for d in openai.json()["data"]] == [True]
 
 
 async def test_request_log_carries_the_request_id_and_no_prompt(serving, caplog) -> None:

@@ -102,6 +102,7 @@ def test_validation_does_not_echo_prompts(client: TestClient) -> None:
     secret = "my-secret-prompt-text"
     r = client.post("/chat", json={"messages": [{"role": "wizard", "content": secret}]})
     assert r.status_code == 400 and secret not in r.text
+    assert r.json()["error_code"] == "INVALID_PAYLOAD" and _fields(r.json()) == ["messages.0.role"]
 
 
 def test_defaults_come_from_one_table_per_surface() -> None:

@@ -1,0 +1,126 @@
+"""Every route of `pureinfer gateway` (after `pureinfer templates import --starter`), called once
+as a real process in front of a real `pureinfer worker --demo --role all` that registered itself:
+2xx and a body of the documented shape, the routes taken from the gateway's own OpenAPI document
+(a new route without a call here fails), every call in the audit trail, and a log without
+tracebacks."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+import httpx
+
+from tests.smoke.conftest import ADMIN_KEY, CALLER_KEY, REGISTRATION_SECRET, Product
+from tests.support.product import SmokeClient, sse_data
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+STARTER = {"sdxl_enhance_instruct_sfw", "sdxl_enhance_base_sfw", "wan_enhance_instruct_sfw", "playground_chat_sfw"}
+SMOKE_TEMPLATE = {
+    "template_name": "smoke_story_sfw", "enhancer_model": "qwen_instruct", "target_model": "story",
+    "job_type": "text", "use_case": "enhancement", "content_mode": "sfw",
+    "system_prompt": "You write one-line story ideas.", "token_limit": 16,
+}
+
+
+def family(name: str, *, versions: int, served: int | None, labels: dict[str, int] | None = None):
+    """A template family as the admin API returns it."""
+    def check(r: httpx.Response) -> None:
+        body = r.json()
+        assert body["template_name"] == name and len(body["versions"]) == versions
+        assert body["served_version"] == served
+        if labels is not None:
+            assert body["labels"] == labels
+    return check
+
+
+def test_every_gateway_endpoint(product: Product) -> None:
+    with SmokeClient("gateway", product.gateway_url, key=ADMIN_KEY) as g:
+        g.load_routes()
+        g.call("GET", "/health", auth=False, check=lambda r: _assert(r.json()["status"] == "healthy"
+                                                                     and r.json()["healthy_workers"] >= 1))
+
+        # -- workers: the one that registered itself, the signed routes it uses, the admin routes ------
+        listed = g.call("GET", "/workers", check=lambda r: _assert(
+            [(w["url"], w["source"], w["healthy"]) for w in r.json()] == [(product.worker_url, "registered", True)]))
+        worker_id = listed.json()[0]["id"] if listed is not None else "unknown"
+        registration = {"url": product.worker_url, "worker_type": "all", "models": ["qwen_instruct"]}
+        g.call("POST", "/workers/register", registration, key=None, secret=REGISTRATION_SECRET,
+               check=lambda r: _assert(r.json()["worker_id"] == worker_id and r.json()["heartbeat_s"] > 0))
+        g.call("POST", f"/workers/{worker_id}/heartbeat", key=None, secret=REGISTRATION_SECRET, expect=204)
+        # a second entry for the same worker, by another name, added and removed by an admin
+        alias = product.worker_url.replace("127.0.0.1", "localhost")
+        added = g.call("POST", "/workers", {"url": alias, "worker_type": "all", "models": ["qwen_instruct"]},
+                       expect=201, check=lambda r: _assert(
+                           (r.json()["url"], r.json()["source"], r.json()["healthy"]) == (alias, "admin", True)))
+        if added is not None:
+            g.call("DELETE", f"/workers/{added.json()['id']}", expect=204)
+
+        # -- templates: the starter set, and one family through its whole admin life ----------------
+        g.call("GET", "/templates", check=lambda r: _assert({t["template_name"] for t in r.json()} >= STARTER))
+        name = SMOKE_TEMPLATE["template_name"]
+        g.call("POST", "/templates", SMOKE_TEMPLATE, expect=201, check=family(name, versions=1, served=1))
+        g.call("GET", f"/templates/{name}", check=family(name, versions=1, served=1))
+        g.call("PUT", f"/templates/{name}", {"system_prompt": "You write two-line story ideas."},
+               check=family(name, versions=2, served=2))
+        g.call("POST", f"/templates/{name}/labels", {"label": "production", "version": 1},
+               check=family(name, versions=2, served=1, labels={"latest": 2, "production": 1}))
+        g.call("DELETE", f"/templates/{name}", check=lambda r: _assert(
+            r.json()["served_version"] is None and not any(v["is_active"] for v in r.json()["versions"])))
+
+        # -- the public endpoints, as a caller (each call's request id is ours, to find it in the audit)
+        request_ids = [f"smoke-{uuid.uuid4().hex}" for _ in range(3)]
+        prompt = "a fox in the snow"
+
+        def enhanced(r: httpx.Response) -> None:
+            body = r.json()
+            assert body["success"] is True and body["original_prompt"] == prompt
+            assert isinstance(body["enhanced_prompt"], str)
+            meta = body["execution_metadata"]
+            assert (meta["template_name"], meta["worker_id"], meta["model_used"]) == \
+                ("sdxl_enhance_instruct_sfw", worker_id, "qwen_instruct")
+            assert SHA256.fullmatch(meta["prompt_sha256"]) and meta["prompt_tokens"] > 0
+            assert body["request_id"] == request_ids[0]
+        g.call("POST", "/enhance-prompt", {"prompt": prompt}, key=CALLER_KEY, check=enhanced,
+               request_id=request_ids[0])
+
+        def chat(r: httpx.Response) -> None:
+            body = r.json()
+            assert body["success"] is True and isinstance(body["response"], str)
+            assert SHA256.fullmatch(body["prompt_sha256"]) and body["tokens_generated"] >= 1
+            assert body["execution_metadata"]["template_name"] == "playground_chat_sfw"
+            assert body["request_id"] == request_ids[1]
+        g.call("POST", "/chat", {"message": "hi", "max_tokens": 4}, key=CALLER_KEY, check=chat,
+               request_id=request_ids[1])
+
+        def chat_stream(r: httpx.Response) -> None:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert (r.headers["x-template-name"], r.headers["x-worker-id"]) == ("playground_chat_sfw", worker_id)
+            events = sse_data(r.text)
+            assert events[-1] == "[DONE]", events[-3:]
+            assert SHA256.fullmatch(json.loads(events[-2])["prompt_sha256"])
+        g.call("POST", "/chat", {"message": "hi", "max_tokens": 4, "stream": True}, key=CALLER_KEY, check=chat_stream,
+               request_id=request_ids[2])
+
+        # -- the audit trail holds every call, failed or not (written in the background: a bounded wait)
+        def audited(r: httpx.Response) -> dict[str, tuple[str, int]]:
+            return {a["request_id"]: (a["endpoint"], a["status"]) for a in r.json()["records"]
+                    if a["request_id"] in request_ids}
+        expected = dict(zip(request_ids, [("enhance-prompt", 200), ("chat", 200), ("chat", 200)], strict=True))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            page = g.http.get("/audit", params={"limit": 1000}, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+            if page.status_code != 200 or len(audited(page)) == len(request_ids):
+                break
+            time.sleep(0.2)
+        g.call("GET", "/audit", check=lambda r: _assert(audited(r) == expected, f"audited: {audited(r)}"))
+
+        assert not g.failures, "\n".join(g.failures) + "\n\ngateway log:\n" + product.gateway.log_tail()
+        assert not g.uncalled(), f"routes of the gateway's OpenAPI document without a smoke call: {g.uncalled()}"
+    assert not product.gateway.problems(), product.gateway.problems()
+
+
+def _assert(condition: bool, message: str = "") -> None:
+    assert condition, message
