@@ -48,7 +48,7 @@ import time
 from collections.abc import AsyncIterator
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tokenizers import Tokenizer
@@ -63,8 +63,9 @@ from pureinfer.engines.device import (
     translate_device_errors,
 )
 from pureinfer.engines.text import linear as text_linear
-from pureinfer.engines.text.attention import ATTN_IMPLEMENTATION, no_masks
+from pureinfer.engines.text.attention import ATTN_IMPLEMENTATION, StepBatch, no_masks
 from pureinfer.engines.text.channel import Channel
+from pureinfer.engines.text.graphs import DecodeGraphs, GraphMode
 from pureinfer.engines.text.kvcache import KVShape, SlotKVCache, cuda_kv_budget, plan_slot_len
 from pureinfer.engines.text.output import OutputText
 from pureinfer.engines.text.sampling import RowParams, SamplingBatch, sample
@@ -147,9 +148,12 @@ class HFTextEngine:
         max_waiting: int = 64,
         max_step_tokens: int | None = None,
         kv_budget: Any = None,
+        decode_graphs: GraphMode | None | Literal["auto"] = "auto",
     ) -> None:
         """``kv_budget``: bytes for the KV cache, or a function that measures them at start-up
-        (None: every slot holds the model's whole context; see engines/text/kvcache.py)."""
+        (None: every slot holds the model's whole context; see engines/text/kvcache.py).
+        ``decode_graphs``: how decode-only steps run (engines/text/graphs.py); "auto" captures
+        CUDA graphs on CUDA and runs plain eager steps on the CPU (None)."""
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:
             raise ValueError(f"{model_id}: a fast tokenizer (tokenizer.json) is required")
@@ -181,6 +185,9 @@ class HFTextEngine:
         if max_step_tokens is None:
             max_step_tokens = DEFAULT_STEP_TOKENS_CUDA if self._cuda else DEFAULT_STEP_TOKENS_CPU
         self._kv_budget = kv_budget
+        self._graph_mode: GraphMode | None = (
+            ("cuda_graph" if self._cuda else None) if decode_graphs == "auto" else decode_graphs)
+        self._graphs: DecodeGraphs | None = None
         self._kv: SlotKVCache | None = None  # planned and allocated at start()
         self._seen: torch.Tensor | None = None  # [slots + 1, vocab] ids under the repetition penalty
         self._scheduler = Scheduler(
@@ -330,6 +337,10 @@ class HFTextEngine:
         budget = self._kv_budget() if callable(self._kv_budget) else self._kv_budget
         slot_len = plan_slot_len(shape, self.dtype, slots=slots, n_ctx=self.n_ctx, budget_bytes=budget)
         self._kv = SlotKVCache(shape, slots=slots, slot_len=slot_len, dtype=self.dtype, device=self.device)
+        if self._graph_mode is not None:
+            self._graphs = DecodeGraphs(self._decode_forward, self._kv, max_rows=slots, mode=self._graph_mode)
+            with torch.inference_mode(), text_linear.engine_linears():
+                self._graphs.capture()
         log.info("text KV cache planned", extra={"model": self.model_id, "slots": slots, "slot_len": slot_len,
                                                   "gib": round(self._kv.nbytes / 2**30, 2)})
 
@@ -366,30 +377,25 @@ class HFTextEngine:
                 decode[seq.kv] = seq
             else:
                 chunks.append((seq, n))
-        host, layout = build_step(
-            [DecodeRow(slot, seq.tokens[-1], seq.n_cached) for slot, seq in decode.items()],
-            [PrefillChunk(seq.kv, seq.tokens[seq.n_cached : seq.n_cached + n], seq.n_cached,
-                          sample=seq.n_cached + n == seq.n_prompt) for seq, n in chunks],
-            kv, pin=self._cuda,
-        )
-        n_rows = layout.batch.n_decode
-        sampling = [decode[i] if i < n_rows else chunks[i - n_rows][0] for i in layout.sample_order]
-        # 2. Forward all tokens, sample every finished prompt and decode row; one read-back.
+        rows = [DecodeRow(slot, seq.tokens[-1], seq.n_cached) for slot, seq in sorted(decode.items())]
+        prompt_chunks = [PrefillChunk(seq.kv, seq.tokens[seq.n_cached : seq.n_cached + n], seq.n_cached,
+                                      sample=seq.n_cached + n == seq.n_prompt) for seq, n in chunks]
+        # 2. Forward all tokens (a captured graph when only decode rows run), sample every finished
+        #    prompt and decode row; one read-back.
         failure: PureInferError | None = None
         try:
             with translate_device_errors("text generation step"), text_linear.engine_linears():
-                inputs = place(layout, host.to(self.device, non_blocking=True))
+                graph = self._graphs.bucket(rows) if self._graphs is not None and rows and not chunks else None
+                if graph is not None:
+                    assert self._graphs is not None
+                    logits, order = self._graphs.run(rows, graph, pin=self._cuda)
+                    n_rows = graph[0]
+                else:
+                    logits, order, n_rows = self._forward(rows, prompt_chunks)
+                sampling = [decode[i] if i < n_rows else chunks[i - n_rows][0] for i in order]
                 params = SamplingBatch.build([self._row_params(seq) for seq in sampling], pin=self._cuda)
                 self._prepare_penalty(sampling)
-                out = self.model(
-                    input_ids=inputs.input_ids,
-                    position_ids=inputs.position_ids,
-                    attention_mask=no_masks(self.model.config),
-                    use_cache=False,
-                    logits_to_keep=inputs.logits_index,
-                    pureinfer_step=inputs.batch,
-                )
-                tokens = self._sample(out.logits[0], params, sampling) if sampling else []
+                tokens = self._sample(logits, params, sampling) if sampling else []
         except DeviceLost:
             raise  # the device is broken for good: the engine dies, the worker restarts
         except PureInferError as exc:  # OOM or a model failure: these requests fail, the engine goes on
@@ -411,6 +417,26 @@ class HFTextEngine:
             seq.channel.push(step.text, token, step.finish_reason)
             if step.finish_reason is not None:
                 self._scheduler.finish(seq)
+
+    def _forward(self, rows: list[DecodeRow], chunks: list[PrefillChunk]) -> tuple[torch.Tensor, list[int], int]:
+        """The eager step: logits of the sampled rows, their order, and the number of decode rows."""
+        assert self._kv is not None
+        host, layout = build_step(rows, chunks, self._kv, pin=self._cuda)
+        inputs = place(layout, host.to(self.device, non_blocking=True))
+        out = self.model(
+            input_ids=inputs.input_ids,
+            position_ids=inputs.position_ids,
+            attention_mask=no_masks(self.model.config),
+            use_cache=False,
+            logits_to_keep=inputs.logits_index,
+            pureinfer_step=inputs.batch,
+        )
+        return out.logits[0], layout.sample_order, layout.batch.n_decode
+
+    def _decode_forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, step: StepBatch) -> torch.Tensor:
+        """The graph-captured step: decode rows only, logits of every row."""
+        return self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=no_masks(self.model.config),
+                          use_cache=False, logits_to_keep=0, pureinfer_step=step).logits
 
     def _sample(self, logits: torch.Tensor, params: SamplingBatch, seqs: list[Sequence]) -> list[int]:
         seen = None
