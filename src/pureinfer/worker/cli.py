@@ -35,6 +35,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--max-running-requests", type=int)
     w.add_argument("--max-queued-requests", type=int)
     w.add_argument("--drain-timeout-s", type=float)
+    w.add_argument("--gpu-memory-fraction", type=float,
+                   help="Share of the GPU's memory to plan with (weights, image peak, text KV cache); default 0.9")
+    w.add_argument("--prefill-chunk-tokens", type=int,
+                   help="Prompt tokens per text step (default 256 CPU, 512 CUDA): smaller keeps inter-token "
+                        "latency low while prompts arrive, larger prefills faster")
+    w.add_argument("--image-exact-batching", action=argparse.BooleanOptionalAction, default=None,
+                   help="One UNet call per image so pixels never depend on the batch (default: on for CPU, "
+                        "off for CUDA)")
+    w.add_argument("--image-vae-fp16-fix", metavar="PATH_OR_HUB_ID",
+                   help="An fp16-safe SDXL VAE (e.g. madebyollin/sdxl-vae-fp16-fix) to decode in fp16")
+    w.add_argument("--image-channels-last", action="store_true", default=None,
+                   help="Run the UNet and VAE in channels-last memory format")
+    w.add_argument("--image-compile", action="store_true", default=None,
+                   help="torch.compile the UNet at start-up")
     w.add_argument("--log-prompts", choices=["none", "preview", "full"])
     w.add_argument("--log-level")
     w.add_argument("--storage", choices=["local", "s3"])

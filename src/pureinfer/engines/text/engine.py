@@ -45,7 +45,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -98,7 +98,7 @@ def load_text_engine(
     max_waiting: int = 64,
     max_step_tokens: int | None = None,
     gpu_memory_fraction: float = 0.9,
-    kv_reserve_bytes: int = 0,
+    kv_reserve_bytes: int | Callable[[], int] = 0,
     kv_share: int = 1,
 ) -> HFTextEngine:
     """Load tokenizer and model with ``from_pretrained`` (a local directory works offline).
@@ -120,8 +120,9 @@ def load_text_engine(
         max_running=max_running,
         max_waiting=max_waiting,
         max_step_tokens=max_step_tokens,
-        kv_budget=(lambda: cuda_kv_budget(torch.device(device), fraction=gpu_memory_fraction,
-                                          reserve_bytes=kv_reserve_bytes, share=kv_share))
+        kv_budget=(lambda: cuda_kv_budget(
+            torch.device(device), fraction=gpu_memory_fraction, share=kv_share,
+            reserve_bytes=kv_reserve_bytes() if callable(kv_reserve_bytes) else kv_reserve_bytes))
         if device.startswith("cuda") else None,
     )
 
