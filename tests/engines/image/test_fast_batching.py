@@ -21,7 +21,6 @@ def px(image) -> np.ndarray:
 
 async def test_fast_batching_differs_from_alone_by_rounding_only(engine, image_settings) -> None:
     from pureinfer.engines.image.sdxl import SDXLImageEngine
-
     from tests.engines.image.test_sdxl import wait_idle
 
     await wait_idle(engine)  # borrow the session's pipeline while its engine is idle
