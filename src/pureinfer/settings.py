@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pureinfer.paths import default_cache_dir as default_cache_dir  # re-exported
+
 DEFAULT_TEXT_MODEL_CUDA = "Qwen/Qwen2.5-7B-Instruct"
 DEFAULT_TEXT_MODEL_CPU = "Qwen/Qwen2.5-0.5B-Instruct"
 DEFAULT_IMAGE_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -31,13 +33,6 @@ class Role(StrEnum):
     @property
     def serves_images(self) -> bool:
         return self in (Role.IMAGE, Role.ALL)
-
-
-def default_cache_dir() -> Path:
-    import os
-
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "pureinfer"
 
 
 def _split_commas(value: Any) -> Any:
