@@ -113,3 +113,22 @@ async def test_bucketed_decode_steps_keep_seeded_sampling(graph_engine: Any, eng
     params = {"max_tokens": 20, "temperature": 0.9, "top_p": 0.9, "top_k": 40, "repetition_penalty": 1.1, "seed": 5}
     plain = (await collect(engine, ids, **params))[1]
     assert (await collect(graph_engine, ids, **params))[1] == plain
+
+
+async def test_cache_memory_never_read_before_it_is_written_or_zeroed(tiny_text_dir: Path, reference_model: Any) -> None:
+    """The decode call reads every slot of its view up to the longest row and masks the rest by
+    adding -inf: a NaN left in never-written memory would poison the row. Poisoned on purpose."""
+    from pureinfer.engines.text.engine import load_text_engine
+
+    eng = load_text_engine(str(tiny_text_dir), device="cpu", max_running=4, max_waiting=8)
+    await eng.start()
+    try:
+        for layer in eng._kv.layers:
+            layer.fill_(float("nan"))
+        prompts = [eng.encode(eng.apply_chat_template(m)) for m in MESSAGES[:3]]
+        expected = [reference_greedy(reference_model, p, 12) for p in prompts]
+        got = await staggered(eng, [(p, {"max_tokens": 12, "temperature": 0.0}) for p in prompts])
+        assert got == expected
+        assert eng._kv.clean % 256 == 0 and eng._kv.clean < eng._kv.slot_len  # only the context used
+    finally:
+        await eng.shutdown()

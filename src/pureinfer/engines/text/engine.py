@@ -165,6 +165,7 @@ class HFTextEngine:
         self.device = next(model.parameters()).device
         if self.device.type == "cpu":
             text_linear.install(model)
+            text_linear.fuse_siblings(model)
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -423,6 +424,8 @@ class HFTextEngine:
         """The eager step: logits of the sampled rows, their order, and the number of decode rows."""
         assert self._kv is not None
         host, layout = build_step(rows, chunks, self._kv, pin=self._cuda)
+        # Zero what this step may read before it writes anything (kvcache.py: never read garbage).
+        self._kv.ensure_clean(max([layout.batch.decode_len, *(c.start + len(c.tokens) for c in chunks)]))
         inputs = place(layout, host.to(self.device, non_blocking=True))
         out = self.model(
             input_ids=inputs.input_ids,

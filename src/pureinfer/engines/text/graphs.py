@@ -109,6 +109,7 @@ class DecodeGraphs:
         """Logits ``[K, vocab]`` of the decoding rows, and their slots in that order."""
         g = self._graphs[key]
         host, layout = build_step(decode, (), self.cache, rows=g.rows, decode_len=g.keys, pin=pin)
+        self.cache.ensure_clean(g.keys)
         n = 5 * g.rows
         g.buffer.copy_(host[:n], non_blocking=True)
         keep = host[n:].to(g.buffer.device, non_blocking=True)
@@ -125,6 +126,7 @@ class DecodeGraphs:
     def _build(self, rows: int, keys: int) -> _Graph:
         cache = self.cache
         device = cache.device
+        cache.ensure_clean(keys)  # the warm-up and capture runs read the whole bucket
         buffer = torch.empty(5 * rows, dtype=torch.long, device=device)
         ids, pos, w_slot, w_pos, lengths = buffer.split(rows)
         # Until the first real step every row is a hole: it writes only the scratch slot.

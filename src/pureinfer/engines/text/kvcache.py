@@ -109,6 +109,7 @@ class SlotKVCache:
             torch.empty(2, slots + 1, shape.n_kv_heads, slot_len + 1, shape.head_dim, dtype=dtype, device=device)
             for _ in range(shape.n_layers)
         ]
+        self.clean = 0  # positions 0..clean-1 of every slot hold finite values
         self._free = list(range(slots))  # kept sorted: the lowest free slot is taken first
         self._lock = threading.Lock()
 
@@ -122,6 +123,16 @@ class SlotKVCache:
 
     def fits(self, n_tokens: int) -> bool:
         return n_tokens <= self.slot_len
+
+    def ensure_clean(self, keys: int) -> None:
+        """Make positions ``0..keys-1`` of every slot safe to read. Call it BEFORE a step writes:
+        everything from `clean` on has never been written, so zeroing it loses nothing."""
+        if keys <= self.clean:
+            return
+        end = min(self.slot_len + 1, -(-keys // SLOT_LEN_ALIGN) * SLOT_LEN_ALIGN)
+        for layer in self.layers:
+            layer[:, :, :, self.clean : end].zero_()
+        self.clean = end
 
     def acquire(self) -> int | None:
         """The lowest free slot, or None when all are taken."""
