@@ -23,10 +23,10 @@ The step's index tensors are built on the host (see engines/text/step.py): nothi
 a device value back, so the decode call can be captured in a CUDA graph (engines/text/graphs.py)
 with the same code.
 
-Why not paged: see engines/text/kvcache.py (SDPA cannot read pages in place). Measured on the
-2-core CPU, 0.5B shape, one step of 16 decoding requests at ~40 positions: the padded copy of the
-old design and the in-place view cost the same there (attention is a few percent of a CPU step);
-the in-place read matters where attention is memory-bound, i.e. on a GPU at long contexts.
+Why not paged: see engines/text/kvcache.py (SDPA cannot read pages in place). On the CPU the
+per-request copies of the old design were not kept anywhere: at the bench's short contexts
+attention is under 1% of a step there (torch.profiler, 0.5B shape, one thread), so the in-place
+read costs nothing on the CPU and removes the copies that grow with the context on a GPU.
 
 Model support: any transformers causal LM whose attention modules call
 ``ALL_ATTENTION_FUNCTIONS`` with post-RoPE ``(query, key, value)`` and expose ``layer_idx``

@@ -5,11 +5,13 @@ Layout (each part in its own module, this one wires them):
     asyncio side                         engine thread
     ------------                         -------------
     generate(request) ── Scheduler.add ──> schedule(): aborts, deadlines, admission, chunks
-         ^                               forward: all scheduled tokens packed in one row,
-         |                                        ragged attention over per-request caches
-         |                                        (attention)
-    Channel (coalescing, call_soon_      sample: per-row params and generators (sampling)
-    threadsafe) <───────────────────── detokenize, stops, finish (output)
+         ^                               step inputs built on the host, one copy (step)
+         |                               forward: all scheduled tokens packed in one row,
+         |                                        ragged attention over the slot KV cache
+         |                                        (attention, kvcache); decode-only steps
+         |                                        replay a captured graph on CUDA (graphs)
+    Channel (coalescing, call_soon_      sample: per-row params and generators (sampling),
+    threadsafe) <───────────────────── one read-back; detokenize, stops, finish (output)
 
 The event loop never waits on the model; the engine thread never waits on a consumer. Each
 request's channel coalesces what the consumer hasn't read yet into one delta, so a slow
@@ -27,9 +29,16 @@ in reruns). The manager also draws every row from one random stream (a seeded re
 then depend on its neighbours) and takes one set of generation parameters per manager.
 This engine keeps transformers for everything model-shaped (``from_pretrained``, the model's
 own forward, RoPE, MLPs, transformers' SDPA attention function) and replaces only the batching:
-packed tokens + per-request caches (no padding of prompts, no cache copies when requests join
-or leave), per-row parameters and generators with a sort-free top-p, and on CPU decoding-batch
-linears computed as ``W @ x.T`` (linear).
+packed tokens + one KV slot per running request, read in place by one attention call per layer
+(no padding of prompts, no cache copies when requests join or leave or in any step), per-row
+parameters and generators with a sort-free top-p, and on CPU decoding-batch linears computed as
+``W @ x.T`` with sibling projections fused (linear).
+
+Memory: the KV cache is planned and allocated when the engine starts (kvcache): a request whose
+prompt + max_tokens cannot fit a slot is refused with OUT_OF_MEMORY at submission, and requests
+wait in the queue while every slot is taken. Ids past the tokenizer's vocabulary (padded rows of
+the output layer) are never sampled. A CUDA error other than an out-of-memory kills the engine
+(engines/device.py); an out-of-memory fails the step's requests and the engine goes on.
 
 Determinism: a seeded request draws only from its own ``torch.Generator``, so its tokens don't
 depend on its neighbours' sampling. Its logits are the same alone or batched up to the last
@@ -341,8 +350,13 @@ class HFTextEngine:
         self._kv = SlotKVCache(shape, slots=slots, slot_len=slot_len, dtype=self.dtype, device=self.device)
         if self._graph_mode is not None:
             self._graphs = DecodeGraphs(self._decode_forward, self._kv, max_rows=slots, mode=self._graph_mode)
-            with torch.inference_mode(), text_linear.engine_linears():
-                self._graphs.capture()
+            try:
+                with torch.inference_mode(), text_linear.engine_linears():
+                    self._graphs.capture()
+            except Exception:  # a model whose forward cannot be captured still serves, eagerly
+                log.exception("decode graphs could not be captured; decode steps run eagerly")
+                self._graphs, self._graph_mode = None, None
+                free_device_cache()
         log.info("text KV cache planned", extra={"model": self.model_id, "slots": slots, "slot_len": slot_len,
                                                   "gib": round(self._kv.nbytes / 2**30, 2)})
 

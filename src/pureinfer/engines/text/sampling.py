@@ -5,6 +5,11 @@ before ``min_tokens``, then (greedy) argmax or (sampling) temperature, top-k, to
 is batched over rows; no step depends on which other rows are in the batch:
 
 * Every operation is row-wise (elementwise, or a reduction along the vocabulary of one row).
+* The per-row parameters cross to the device as ONE ``[rows, 7]`` tensor built on the host
+  (`SamplingBatch`), and what the host already knows (all greedy? any top-k, top-p, penalty?)
+  decides which passes run: no value is read back before the chosen ids (one ``.tolist()``).
+  The repetition penalty reads a per-slot mask of seen ids kept on the device (set from the
+  prompt once, then from each sampled id, without leaving the device).
 * Randomness comes from one ``torch.Generator`` per request, drawn once per sampled token: the
   token is found by inverse-CDF sampling — one uniform number per row, ``searchsorted`` in
   the row's cumulative distribution. The same seed therefore gives the same tokens alone or
