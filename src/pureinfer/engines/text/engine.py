@@ -175,6 +175,7 @@ class HFTextEngine:
         if self.device.type == "cpu":
             text_linear.install(model)
             text_linear.fuse_siblings(model)
+            text_linear.pack(model)
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
