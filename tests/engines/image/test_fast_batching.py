@@ -55,3 +55,36 @@ async def test_warm_up_runs_at_start(image_settings) -> None:
         assert eng.stats()["batches"] == 0  # not counted as served work
     finally:
         await eng.shutdown()
+
+
+async def test_a_fatal_device_error_kills_the_image_engine(engine, image_settings) -> None:
+    """A CUDA error that is not an out-of-memory leaves the context broken: the engine dies (the
+    worker's watchdog turns it unready and exits), the request gets INTERNAL_ERROR."""
+    from pureinfer.engines.image.sdxl import SDXLImageEngine
+    from pureinfer.errors import InternalError
+    from tests.engines.image.test_sdxl import wait_idle
+
+    await wait_idle(engine)
+    doomed = SDXLImageEngine(engine._pipe, image_settings.model_copy(update={"image_warmup": False}),
+                             model_id="same", device="cpu")
+    await doomed.start()
+
+    def illegal_access(module, args, kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered (simulated)")
+
+    handle = engine._pipe.unet.register_forward_pre_hook(illegal_access, with_kwargs=True)
+    try:
+        try:
+            await doomed.generate(req(9))
+            raise AssertionError("the request should fail")
+        except InternalError:
+            pass
+        for _ in range(100):
+            if not doomed.is_alive():
+                break
+            await asyncio.sleep(0.02)
+        assert not doomed.is_alive()
+    finally:
+        handle.remove()
+        await doomed.shutdown()
+    assert engine.is_alive()  # the shared engine only lent its pipeline

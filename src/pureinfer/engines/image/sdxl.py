@@ -260,7 +260,9 @@ class SDXLImageEngine:
             for p in batch:
                 p.settle(error=WorkerTimeout("The image request passed its deadline; generation was stopped"))
             return
-        except DeviceLost:
+        except DeviceLost as exc:
+            for p in batch:
+                p.settle(error=exc)
             raise  # the CUDA context is broken: the engine loop dies, the worker restarts
         except PureInferError as exc:
             failure = detached(exc)
