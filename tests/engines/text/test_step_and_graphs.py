@@ -132,3 +132,44 @@ async def test_cache_memory_never_read_before_it_is_written_or_zeroed(tiny_text_
         assert eng._kv.clean % 256 == 0 and eng._kv.clean < eng._kv.slot_len  # only the context used
     finally:
         await eng.shutdown()
+
+
+def test_ids_past_the_tokenizer_are_never_sampled() -> None:
+    from pureinfer.engines.text.sampling import RowParams, sample_rows
+
+    logits = torch.randn(3, 100)
+    logits[:, 90:] = 50.0  # the padded rows would win every draw
+    rows = [RowParams(0.0, 1.0, 0, 1.0, False, None),
+            RowParams(1.0, 1.0, 0, 1.0, False, torch.Generator().manual_seed(1)),
+            RowParams(1.5, 0.9, 5, 1.3, False, torch.Generator().manual_seed(2), seen_ids=torch.tensor([1, 2]))]
+    for _ in range(20):
+        assert all(t < 90 for t in sample_rows(logits.clone(), rows, torch.tensor([0]), n_valid=90))
+
+
+async def test_engine_masks_output_rows_past_its_tokenizer(tiny_text_dir: Path) -> None:
+    """The demo shapes (like real Qwen checkpoints) have more output rows than tokens: those ids
+    decode to nothing and are never sampled, so every token is text (and TTFT is measurable)."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from pureinfer.engines.text.engine import HFTextEngine
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_text_dir)
+    n = len(tokenizer)
+    config = Qwen2Config(vocab_size=n + 64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():  # padded rows that dominate: +-1000 x a real row, one sign wins any hidden state
+        w = model.lm_head.weight
+        w[n:n + 32] = 1000 * w[5]
+        w[n + 32:] = -1000 * w[5]
+    eng = HFTextEngine(model, tokenizer, model_id="padded", max_running=2, max_waiting=2)
+    assert eng._n_valid == n
+    await eng.start()
+    try:
+        ids = tokenizer.encode("the dragon castle")
+        for params in ({"temperature": 0.0}, {"temperature": 1.0, "seed": 3}):
+            text, out, _, deltas = await collect(eng, ids, max_tokens=12, min_tokens=12, **params)
+            assert len(out) == 12 and all(t < n for t in out)
+    finally:
+        await eng.shutdown()
