@@ -1,7 +1,7 @@
 """The import direction of ARCHITECTURE.md's layout, checked over the source's own `import`
 statements (every one, also those inside functions and `if TYPE_CHECKING:` blocks).
 
-    core (errors, settings, logging, metrics, security, http_errors, asgi)
+    core (errors, settings, logging, metrics, security, http_errors, asgi, paths)
       -> engines/, storage/, db/, queue/      each imports core and itself only
       -> api/                                 the worker's HTTP surfaces
       -> worker/                              composition: app, CLI, lifecycle
@@ -18,7 +18,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "pureinfer"
 
-CORE = {"errors", "settings", "logging", "metrics", "security", "http_errors", "asgi", "__init__"}
+CORE = {"errors", "settings", "logging", "metrics", "security", "http_errors", "asgi", "paths", "__init__"}
 FOUNDATION = {"engines", "storage", "db", "queue"}
 ALLOWED: dict[str, set[str]] = {
     "core": {"core"},

@@ -13,12 +13,14 @@ import sys
 from collections.abc import Iterator
 
 # Each module defines `register(subparsers)` adding its subcommands with `set_defaults(func=...)`;
-# the commands are listed in this order.
-COMMAND_MODULES = [
-    "pureinfer.worker.cli",  # worker, demo-models, sign
-    "pureinfer.gateway.cli",  # gateway, templates import|export
-    "pureinfer.bench.cli",  # bench text|image|gateway
-]
+# the commands are listed in this order. A command line that names its command builds only that
+# module's parser: `bench text` must not import the web and settings stack it does not use (it
+# runs on bare GPU machines), and the worker's and gateway's help texts read their settings.
+COMMAND_MODULES = {
+    "pureinfer.worker.cli": ("worker", "demo-models", "sign"),
+    "pureinfer.gateway.cli": ("gateway", "templates"),
+    "pureinfer.bench.cli": ("bench",),
+}
 
 EPILOG = """\
 start here:
@@ -52,11 +54,13 @@ def subparsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.
                 yield from ((f"{name} {sub}", p) for sub, p in subparsers(child))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or only `command`'s part when it names one of ours."""
     parser = argparse.ArgumentParser(prog="pureinfer", description=__doc__, epilog=EPILOG,
                                      formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    modules = [m for m, commands in COMMAND_MODULES.items() if command in commands] or list(COMMAND_MODULES)
+    for name in modules:
         importlib.import_module(name).register(sub)
     for _, child in subparsers(parser):
         child.formatter_class = HelpFormatter
@@ -64,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     result = args.func(args)
     return int(result or 0)

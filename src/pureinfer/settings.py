@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pureinfer.paths import default_cache_dir as default_cache_dir  # re-exported
+
 DEFAULT_TEXT_MODEL_CUDA = "Qwen/Qwen2.5-7B-Instruct"
 DEFAULT_TEXT_MODEL_CPU = "Qwen/Qwen2.5-0.5B-Instruct"
 DEFAULT_IMAGE_MODEL = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -34,13 +36,6 @@ class Role(StrEnum):
     @property
     def serves_images(self) -> bool:
         return self in (Role.IMAGE, Role.ALL)
-
-
-def default_cache_dir() -> Path:
-    import os
-
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "pureinfer"
 
 
 def split_commas(value: Any) -> Any:
@@ -107,6 +102,14 @@ class WorkerSettings(ServerSettings):
     max_queued_requests: int = 64
     drain_timeout_s: float = 30.0
 
+    # Device memory and the text engine's step (see engines/text/kvcache.py and bench/README.md).
+    # The share of the GPU this process plans with: weights, the image engine's measured peak and
+    # the text KV cache (what remains after the others) must fit in it.
+    gpu_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)
+    # Prompt tokens per text step; None: 256 on the CPU, 512 on CUDA. Larger prefills faster but
+    # stalls every decoding request for the whole chunk: choose it by measured inter-token latency.
+    prefill_chunk_tokens: int | None = Field(None, ge=16)
+
     # Observability (beside log_level and log_prompts).
     metrics_window_s: float = 60.0
 
@@ -115,12 +118,19 @@ class WorkerSettings(ServerSettings):
     image_max_size: int | None = None  # None: 2048 (512 with --demo)
     image_max_batch: int = 4
     image_batch_wait_ms: float = 20.0
-    # Each image's UNet call keeps its lone shape, so pixels never depend on the batch (see
-    # engines/sdxl.py); False: one UNet call per batch, faster on a GPU, last-bit differences.
-    image_exact_batching: bool = True
+    # True: each image's UNet call keeps its lone shape, so pixels never depend on the batch (see
+    # engines/image/sdxl.py); False: one UNet call per batch, the GPU's speed-up, rounding-level
+    # differences. None: exact on the CPU, batched on CUDA.
+    image_exact_batching: bool | None = None
+    # An fp16-safe SDXL VAE (folder or hub id, e.g. madebyollin/sdxl-vae-fp16-fix) decoding in fp16;
+    # without it the stock VAE is kept in fp32 on CUDA (converted once at load, never per call).
+    image_vae_fp16_fix: str | None = None
+    image_channels_last: bool = False  # UNet/VAE in channels-last memory format (measure on your GPU)
+    image_compile: bool = False  # torch.compile the UNet at start-up (minutes of warm-up)
+    image_warmup: bool = True  # one generation at start-up, before the worker is ready
     image_thumbnails: bool = True  # a 256-px WEBP beside each PNG (thumbnail_url)
     attention_slicing: bool = False
-    vae_tiling: bool = False
+    vae_tiling: bool = False  # always tile the VAE decode; it is tiled above 1 megapixel regardless
     storage: Literal["local", "s3"] = "local"
     storage_dir: Path | None = None  # None: <cache_dir>/files
     public_base_url: str | None = None

@@ -10,7 +10,7 @@ async def test_bench_reports_all_modes() -> None:
 
     report = await run_image_bench(device="cpu", size=64, steps=2, batch=2, requests=2)
     assert set(report) == {"model", "device", "dtype", "torch_threads", "size", "steps", "scheduler", "requests",
-                           "max_batch", "load_s", "modes"}
+                           "max_batch", "load_s", "modes", "targets"}
     assert (report["model"], report["device"], report["dtype"], report["size"], report["steps"],
             report["scheduler"], report["requests"], report["max_batch"]) == (
         "random-tiny", "cpu", "float32", "64x64", 2, "euler", 2, 2)
@@ -25,11 +25,14 @@ async def test_bench_reports_all_modes() -> None:
     assert modes["batched_exact"]["batch_sizes"] == modes["batched_fast"]["batch_sizes"] == {"2": 1}
     # exact batching keeps the sequential pixels, bit for bit
     assert modes["batched_exact"]["pixels_identical_to_sequential"] == {
-        "all": True, "images_differing": 0, "max_abs_diff_uint8": 0}
+        "all": True, "images_differing": 0, "max_abs_diff_uint8": 0, "mean_abs_diff_uint8": 0.0}
     fast = modes["batched_fast"]["pixels_identical_to_sequential"]
-    assert set(fast) == {"all", "images_differing", "max_abs_diff_uint8"}
+    assert set(fast) == {"all", "images_differing", "max_abs_diff_uint8", "mean_abs_diff_uint8"}
     assert fast["all"] == (fast["images_differing"] == 0) == (fast["max_abs_diff_uint8"] == 0)
     assert 0 <= fast["images_differing"] <= 2
+    targets = report["targets"]  # the GPU targets, evaluated on whatever ran (no peak memory on the CPU)
+    assert targets["peak_memory_gb"] is None and targets["batched_s_per_image"] is None  # batch 2 < 4
+    assert targets["max_abs_diff_uint8_pass"] is (fast["max_abs_diff_uint8"] <= 2)
     for fig in modes.values():
         assert abs(2 * fig["seconds_per_image"] - fig["wall_s"]) <= 0.002  # both rounded from one wall time
         assert fig["latency_s"]["max"] >= fig["latency_s"]["p50"] > 0

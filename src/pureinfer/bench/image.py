@@ -5,13 +5,17 @@ On one engine configuration each, the same N requests (same size, steps, schedul
 - ``sequential``: one request at a time;
 - ``batched_exact``: all at once, batched up to ``--batch`` with `image_exact_batching` (each
   image's UNet call keeps its lone shape: pixels identical to sequential);
-- ``batched_fast``: all at once, one UNet call per batch (the GPU speed-up; pixels may differ
-  from sequential in the last bits).
+- ``batched_fast``: all at once, one UNet call per batch (the GPU speed-up and the CUDA default;
+  pixels may differ from sequential by rounding: at most 2/255, mean under 0.5/255).
 Each mode reports wall time, images/s, seconds per image, request latency (mean/p50/max), the
 batch sizes the engine formed, and whether its pixels equal the sequential run's.
 
 Models: the tiny demo model (built in a temp dir unless ``--model``), or ``--shape sdxl`` for the
 real SDXL architecture with random weights built in memory (meant for ``--device cuda``).
+
+``targets`` (the fast-path issue's, for SDXL 1024² / 20 steps on a GPU): sequential at most
+1.2 s per image, batched (4 or more concurrent) at most 0.6 s per image, peak memory at most 40 GB,
+batched pixels within rounding of sequential.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ def add_parser(sub: Any, name: str = "image") -> argparse.ArgumentParser:
                    help="sampler of every request")
     p.add_argument("--modes", default="sequential,batched_exact,batched_fast",
                    help="runs to compare, comma-separated; the first is the reference for pixel equality")
+    p.add_argument("--out", help="also write the JSON here")
     p.set_defaults(func=main)
     return p
 
@@ -50,7 +55,10 @@ def main(args: argparse.Namespace) -> int:
         model=args.model, shape=args.shape, device=args.device, size=args.size, steps=args.steps,
         batch=args.batch, requests=args.requests, scheduler=args.scheduler, modes=args.modes.split(","),
     ))
-    print(json.dumps(result, indent=2))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
     return 0
 
 
@@ -101,7 +109,29 @@ async def run_image_bench(*, model: str | None = None, shape: str | None = None,
     for mode, fig in report["modes"].items():
         if seq and mode != "sequential":
             fig["speedup_vs_sequential"] = round(fig["images_per_s"] / seq["images_per_s"], 2)
+    report["targets"] = _targets(report["modes"], batch)
     return report
+
+
+TARGETS = {"sequential_s_per_image": 1.2, "batched_s_per_image": 0.6, "peak_memory_gb": 40.0,
+           "max_abs_diff_uint8": 2, "mean_abs_diff_uint8": 0.5}
+
+
+def _targets(modes: dict[str, Any], batch: int) -> dict[str, Any]:
+    seq, fast = modes.get("sequential", {}), modes.get("batched_fast", {})
+    same = fast.get("pixels_identical_to_sequential", {})
+    peaks = [m["peak_memory_gb"] for m in modes.values() if "peak_memory_gb" in m]
+    values = {"sequential_s_per_image": seq.get("seconds_per_image"),
+              "batched_s_per_image": fast.get("seconds_per_image") if batch >= 4 else None,
+              "peak_memory_gb": max(peaks) if peaks else None,
+              "max_abs_diff_uint8": same.get("max_abs_diff_uint8"),
+              "mean_abs_diff_uint8": same.get("mean_abs_diff_uint8")}
+    out: dict[str, Any] = {"thresholds": TARGETS, **values}
+    for name, limit in TARGETS.items():
+        value = values[name]
+        strict = name == "mean_abs_diff_uint8"
+        out[f"{name}_pass"] = None if value is None else (value < limit if strict else value <= limit)
+    return out
 
 
 def _load(model: str | None, shape: str, device: str, dtype: Any, tmp: Path) -> tuple[Any, str]:
@@ -169,4 +199,5 @@ def _identical(a: list[Any], b: list[Any]) -> dict[str, Any]:
     diffs = [np.abs(np.asarray(x, dtype=np.int16) - np.asarray(y, dtype=np.int16)) for x, y in zip(a, b, strict=True)]
     return {"all": all(int(d.max()) == 0 for d in diffs),
             "images_differing": sum(int(d.max()) > 0 for d in diffs),
-            "max_abs_diff_uint8": max(int(d.max()) for d in diffs)}
+            "max_abs_diff_uint8": max(int(d.max()) for d in diffs),
+            "mean_abs_diff_uint8": round(max(float(d.mean()) for d in diffs), 4)}

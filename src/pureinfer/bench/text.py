@@ -17,9 +17,15 @@ Per run: aggregate output tokens/s, TTFT p50/p95, inter-token latency p50 (per r
 (last token - first token) / (tokens - 1)), end-to-end p50/p95. ``targets`` compares
 concurrency 16 with the baselines (the serving-engine issue's targets) as booleans.
 
-The HTTP path measures TTFT at the first SSE text event: with the random-weight demo models most
-sampled ids are outside the small demo tokenizer and decode to no text, so over HTTP the first
-text can come well after the first token. The engine path sees every token.
+With ``--device cuda`` it also measures the fast-path figures (``decode_b1``: one request's
+decode tokens/s x the weights' bytes against the device-to-device copy bandwidth measured in
+the same run; ``--anchor FILE`` reads gpu_anchor.py's JSON of the same run for the continuous-
+batching ratio) and ``gpu_targets``. ``--in-memory`` builds the demo shape's random weights
+directly on the device (no 15 GB written to disk for the 7B shape).
+
+Modules: this one (CLI and the run), `text_runners` (engine, naive, static batch, CBM; imports
+only torch/transformers/tokenizers), `text_http` (the worker app and the HTTP load generator:
+imported only when the HTTP path runs), `text_report` (targets).
 """
 
 from __future__ import annotations
@@ -29,37 +35,48 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
-import socket
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
+
+from pureinfer.bench.text_report import STATIC_BATCH, evaluate_gpu_targets, evaluate_targets
+from pureinfer.bench.text_runners import (
+    copy_bandwidth,
+    demo_model_dir,
+    make_prompt,
+    run_cbm,
+    run_engine,
+    run_naive,
+    run_static_batch,
+    weight_bytes,
+)
 
 DEFAULT_CONCURRENCY = "1,4,16,64"
-TARGETS = {"vs_naive": 4.5, "vs_static_batch": 0.85, "http_vs_engine": 0.90, "e2e_p95_over_p50": 1.5}
-STATIC_BATCH = 16
 
 
 def add_parser(sub: Any, name: str = "text") -> argparse.ArgumentParser:
     p = sub.add_parser(name, help="continuous batching vs naive generate(): text throughput and latency")
     p.add_argument("--model", help="model folder or hub id (default: build the random-weight demo of --shape)")
     p.add_argument("--shape", default="qwen2.5-0.5b", choices=["tiny", "qwen2.5-0.5b", "qwen2.5-7b"],
-                   help="demo architecture when no --model")
+                   help="demo architecture when no --model (default: qwen2.5-0.5b)")
+    p.add_argument("--in-memory", action="store_true",
+                   help="build the demo shape's random weights on the device instead of on disk")
     p.add_argument("--concurrency", default=DEFAULT_CONCURRENCY, help="concurrent clients, comma-separated: one run each")
     p.add_argument("--rounds", type=int, default=1, help="requests each client sends back to back")
     p.add_argument("--prompt-tokens", type=int, default=16, help="prompt length in tokens")
     p.add_argument("--max-tokens", type=int, default=32, help="output length in tokens")
-    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy; top_p is 0.9")
+    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
     p.add_argument("--naive-requests", type=int, default=3, help="requests for the naive baseline")
     p.add_argument("--paths", default="engine,http", help="which paths to run, comma-separated: engine (in process), http (through the worker app)")
     p.add_argument("--no-baselines", action="store_true", help="skip the naive and static-batch baselines")
     p.add_argument("--with-cbm", action="store_true",
                    help="also time transformers' ContinuousBatchingManager (generate_batch) on 16 requests")
     p.add_argument("--max-running", type=int, default=16, help="engine batch size")
+    p.add_argument("--decode-tokens", type=int, default=0,
+                   help="also time one request decoding this many tokens against the copy bandwidth (0: off)")
+    p.add_argument("--anchor", help="gpu_anchor.py's JSON of the same run (for the continuous-batching ratio)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     p.add_argument("--cache-dir", default=None, help="where demo models are built (default: ~/.cache/pureinfer)")
@@ -70,12 +87,14 @@ def add_parser(sub: Any, name: str = "text") -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     result = asyncio.run(run_text_bench(
-        model=args.model, shape=args.shape, concurrency=[int(c) for c in args.concurrency.split(",") if c],
+        model=args.model, shape=args.shape, in_memory=args.in_memory,
+        concurrency=[int(c) for c in args.concurrency.split(",") if c],
         rounds=args.rounds, prompt_tokens=args.prompt_tokens, max_tokens=args.max_tokens,
         temperature=args.temperature, naive_requests=args.naive_requests,
         paths=[p for p in args.paths.split(",") if p], baselines=not args.no_baselines, with_cbm=args.with_cbm,
-        max_running=args.max_running, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
-        progress=True,
+        max_running=args.max_running, decode_tokens=args.decode_tokens,
+        anchor=json.loads(Path(args.anchor).read_text()) if args.anchor and Path(args.anchor).exists() else None,
+        threads=args.threads, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir, progress=True,
     ))
     text = json.dumps(result, indent=2)
     print(text)
@@ -84,265 +103,35 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- measurements -------------------------------------------------------------------------------
+def load_engine(*, model: str | None, shape: str, in_memory: bool, device: str, dtype: str, max_running: int,
+                max_waiting: int, cache_dir: str | None) -> tuple[Any, str]:
+    """The engine under test, on a model folder or the demo shape (on disk, or built on the device)."""
+    from pureinfer.engines.text.engine import HFTextEngine, load_text_engine
 
+    if model is None and in_memory:
+        from pureinfer.engines.demo.text import build_text_model_in_memory
+        from pureinfer.engines.device import pick_dtype
 
-@dataclass(slots=True)
-class Timing:
-    """One request: times relative to the run's start (seconds)."""
+        lm, tokenizer = build_text_model_in_memory(shape, device=device, dtype=pick_dtype(dtype, device))
+        kv_budget = None
+        if device.startswith("cuda"):
+            import torch
 
-    submitted: float
-    first_token: float | None = None
-    finished: float | None = None
-    n_tokens: int = 0
-    token_times: list[float] = field(default_factory=list)
+            from pureinfer.engines.text.kvcache import cuda_kv_budget
 
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    import numpy as np
-
-    return round(float(np.percentile(values, q)), 4)
-
-
-def summarize(timings: list[Timing], wall: float) -> dict[str, Any]:
-    done = [t for t in timings if t.finished is not None]
-    ttft = [t.first_token - t.submitted for t in done if t.first_token is not None]
-    e2e = [t.finished - t.submitted for t in done]  # type: ignore[operator]
-    itl = [(t.finished - t.first_token) / (t.n_tokens - 1)  # type: ignore[operator]
-           for t in done if t.first_token is not None and t.n_tokens > 1]
-    tokens = sum(t.n_tokens for t in done)
-    return {
-        "load_avg_1m": round(os.getloadavg()[0], 2),  # other work on the machine skews everything
-        "requests": len(done),
-        "output_tokens": tokens,
-        "wall_s": round(wall, 3),
-        "tokens_per_s": round(tokens / wall, 3) if wall > 0 else None,
-        "ttft_p50_s": _pct(ttft, 50),
-        "ttft_p95_s": _pct(ttft, 95),
-        "itl_p50_s": _pct(itl, 50),
-        "e2e_p50_s": _pct(e2e, 50),
-        "e2e_p95_s": _pct(e2e, 95),
-    }
-
-
-async def run_engine(engine: Any, prompt_ids: list[int], *, concurrency: int, rounds: int,
-                     params: Any) -> dict[str, Any]:
-    from pureinfer.engines.base import TextRequest
-
-    timings: list[Timing] = []
-    start = time.perf_counter()
-
-    async def client(i: int) -> None:
-        for r in range(rounds):
-            t = Timing(time.perf_counter() - start)
-            timings.append(t)
-            async for delta in engine.generate(TextRequest(f"bench-{i}-{r}", prompt_ids, params)):
-                now = time.perf_counter() - start
-                if delta.token_ids and t.first_token is None:
-                    t.first_token = now
-                t.n_tokens += len(delta.token_ids)
-            t.finished = time.perf_counter() - start
-
-    await asyncio.gather(*(client(i) for i in range(concurrency)))
-    return summarize(timings, time.perf_counter() - start)
-
-
-async def run_http_subprocess(base_url: str, prompt: str, *, concurrency: int, rounds: int,
-                              body: dict[str, Any]) -> dict[str, Any]:
-    """`run_http` in a child process: the load generator must not share the worker's GIL (real
-    clients are other processes, usually other machines)."""
-    spec = json.dumps({"base_url": base_url, "prompt": prompt, "concurrency": concurrency, "rounds": rounds,
-                       "body": body})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pureinfer.bench.text", "--http-client", spec,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"the HTTP load generator failed: {err.decode()[-2000:]}")
-    return json.loads(out)
-
-
-async def run_http(base_url: str, prompt: str, *, concurrency: int, rounds: int,
-                   body: dict[str, Any]) -> dict[str, Any]:
-    import httpx
-
-    timings: list[Timing] = []
-    start = time.perf_counter()
-    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
-    async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(3600.0), limits=limits) as http:
-
-        async def client(i: int) -> None:
-            for _ in range(rounds):
-                t = Timing(time.perf_counter() - start)
-                timings.append(t)
-                async with http.stream("POST", "/generate", json={"prompt": prompt, **body, "stream": True}) as resp:
-                    if resp.status_code != 200:
-                        raise RuntimeError(f"/generate answered {resp.status_code}: {(await resp.aread())[:300]!r}")
-                    async for line in resp.aiter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            break
-                        event = json.loads(data)
-                        if "error" in event:
-                            raise RuntimeError(f"/generate stream error: {event['error']}")
-                        if "tokens_generated" in event:
-                            t.n_tokens = int(event["tokens_generated"])
-                        elif event.get("text") and t.first_token is None:
-                            t.first_token = time.perf_counter() - start
-                t.finished = time.perf_counter() - start
-
-        await asyncio.gather(*(client(i) for i in range(concurrency)))
-    return summarize(timings, time.perf_counter() - start)
-
-
-def run_naive(model: Any, prompt_ids: list[int], *, n_requests: int, gen_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The seed worker's way: one `model.generate()` at a time (a streamer records token times)."""
-    import torch
-    from transformers.generation.streamers import BaseStreamer
-
-    class Clock(BaseStreamer):
-        def __init__(self, timing: Timing, start: float) -> None:
-            self.timing, self.start, self.prompt_seen = timing, start, False
-
-        def put(self, value: Any) -> None:
-            if not self.prompt_seen:  # generate() first hands over the prompt
-                self.prompt_seen = True
-                return
-            now = time.perf_counter() - self.start
-            if self.timing.first_token is None:
-                self.timing.first_token = now
-            self.timing.n_tokens += int(value.numel())
-
-        def end(self) -> None:
-            pass
-
-    timings: list[Timing] = []
-    start = time.perf_counter()
-    ids = torch.tensor([prompt_ids], device=model.device)
-    with torch.inference_mode():
-        for _ in range(n_requests):
-            t = Timing(time.perf_counter() - start)
-            timings.append(t)
-            model.generate(ids, attention_mask=torch.ones_like(ids), streamer=Clock(t, start), **gen_kwargs)
-            t.finished = time.perf_counter() - start
-    return summarize(timings, time.perf_counter() - start)
-
-
-def run_static_batch(model: Any, prompt_ids: list[int], *, batch: int, gen_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """One `model.generate()` over `batch` prompts: the throughput a perfect static batch gets."""
-    import torch
-
-    ids = torch.tensor([prompt_ids] * batch, device=model.device)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), **gen_kwargs)
-    wall = time.perf_counter() - start
-    n_new = out.shape[1] - ids.shape[1]
-    timings = [Timing(0.0, None, wall, n_new) for _ in range(batch)]
-    return {**summarize(timings, wall), "batch": batch}
-
-
-def run_cbm(model: Any, prompt_ids: list[int], *, n_requests: int, gen_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """transformers' own continuous batching (`generate_batch`), for the design note."""
-    import torch
-    from transformers import GenerationConfig
-
-    cfg = GenerationConfig(**{k: v for k, v in gen_kwargs.items() if k != "min_new_tokens"},
-                           eos_token_id=-1,  # no EOS: fixed-length outputs, like min_tokens elsewhere
-                           pad_token_id=model.generation_config.pad_token_id or 0)
-    previous = model.config._attn_implementation
-    model.set_attn_implementation("sdpa")
-    try:
-        start = time.perf_counter()
-        with torch.inference_mode():
-            outputs = model.generate_batch(inputs=[list(prompt_ids)] * n_requests, generation_config=cfg,
-                                           progress_bar=False)
-        wall = time.perf_counter() - start
-    finally:
-        model.set_attn_implementation(previous)
-    timings = [Timing(0.0, None, wall, len(o.generated_tokens)) for o in outputs.values()]
-    return summarize(timings, wall)
-
-
-# -- the run ------------------------------------------------------------------------------------
-
-
-def make_prompt(tokenizer: Any, n_tokens: int) -> str:
-    """A text that encodes to exactly `n_tokens` tokens (deterministic)."""
-    from pureinfer.engines.demo.text import _corpus
-
-    words = " ".join(_corpus(400, seed=1)).split()
-    text = ""
-    for word in words:
-        candidate = f"{text} {word}" if text else word
-        if len(tokenizer.encode(candidate, add_special_tokens=False)) > n_tokens:
-            break
-        text = candidate
-    # Pad with single characters until the count is exact.
-    while len(tokenizer.encode(text, add_special_tokens=False)) < n_tokens:
-        text += " a"
-    return text
-
-
-def demo_model_dir(shape: str, cache_dir: str | None) -> Path:
-    from pureinfer.engines.demo.text import build_text_model, demo_text_ready
-    from pureinfer.settings import default_cache_dir
-
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
-    out = root / "bench-models" / shape / "text"
-    if not demo_text_ready(out):
-        build_text_model(out, shape)
-    return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serve_worker(engine: Any, *, max_running: int, max_queued: int, max_tokens: int,
-                 device: str, dtype: str) -> Iterator[str]:
-    """The real worker app with `engine` injected, on uvicorn in a background thread."""
-    import uvicorn
-
-    from pureinfer.settings import Role, WorkerSettings
-    from pureinfer.worker.app import create_app
-
-    port = _free_port()
-    settings = WorkerSettings(
-        role=Role.CHAT, host="127.0.0.1", port=port, text_models=[f"bench={engine.model_id}"],
-        device=device, dtype=cast(Any, dtype),
-        max_running_requests=max_running, max_queued_requests=max_queued,
-        max_tokens_limit=max(max_tokens, 2000), request_timeout_s=3600.0, log_prompts="none", log_level="WARNING",
-    )
-    app = create_app(settings, text_engines={"bench": engine})
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, name="bench-worker", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the worker app did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
+            kv_budget = cuda_kv_budget(torch.device(device), fraction=0.9)
+        return HFTextEngine(lm, tokenizer, model_id=f"random-{shape}", max_running=max_running,
+                            max_waiting=max_waiting, kv_budget=kv_budget), f"random-{shape} (in memory)"
+    model_dir = model or str(demo_model_dir(shape, cache_dir))
+    return load_text_engine(model_dir, device=device, dtype=dtype, max_running=max_running,
+                            max_waiting=max_waiting), model_dir
 
 
 async def run_text_bench(
     *,
     model: str | None = None,
     shape: str = "qwen2.5-0.5b",
+    in_memory: bool = False,
     concurrency: list[int] | None = None,
     rounds: int = 1,
     prompt_tokens: int = 16,
@@ -353,29 +142,37 @@ async def run_text_bench(
     baselines: bool = True,
     with_cbm: bool = False,
     max_running: int = 16,
+    decode_tokens: int = 0,
+    anchor: dict[str, Any] | None = None,
+    threads: int | None = None,
     device: str | None = None,
     dtype: str = "auto",
     cache_dir: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
+    import os
+
     import torch
 
     from pureinfer.engines.base import SamplingParams
     from pureinfer.engines.device import pick_device
-    from pureinfer.engines.text.engine import load_text_engine
 
     def say(msg: str) -> None:
         if progress:
             print(f"[bench text {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
+    if threads:
+        torch.set_num_threads(threads)
     concurrency = concurrency or [int(c) for c in DEFAULT_CONCURRENCY.split(",")]
     paths = paths or ["engine", "http"]
     device = pick_device(device)
-    model_dir = model or str(demo_model_dir(shape, cache_dir))
-    say(f"loading {model_dir} on {device}")
     max_waiting = max(64, max(concurrency))
-    engine = load_text_engine(model_dir, device=device, dtype=dtype, max_running=max_running, max_waiting=max_waiting)
-    await engine.start()
+    say(f"loading {model or shape} on {device}")
+    t0 = time.perf_counter()
+    engine, model_name = load_engine(model=model, shape=shape, in_memory=in_memory, device=device, dtype=dtype,
+                                     max_running=max_running, max_waiting=max_waiting, cache_dir=cache_dir)
+    await engine.start()  # plans the KV cache; on CUDA captures the decode graphs
+    start_s = round(time.perf_counter() - t0, 2)
     prompt = make_prompt(engine.tokenizer, prompt_tokens)
     prompt_ids = engine.encode(prompt)
     top_p = 0.9 if temperature > 0 else 1.0
@@ -388,11 +185,14 @@ async def run_text_bench(
                                                                        "top_p": 0.9, "top_k": 0})
     result: dict[str, Any] = {
         "config": {
-            "model": model_dir, "shape": None if model else shape, "device": device,
-            "dtype": str(engine.dtype).removeprefix("torch."), "torch_threads": torch.get_num_threads(),
+            "model": model_name, "shape": None if model else shape, "device": device,
+            "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
+            "dtype": str(engine.dtype).removeprefix("torch."), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
             "prompt_tokens": len(prompt_ids), "max_tokens": max_tokens, "min_tokens": max_tokens,
             "sampling": sampling, "rounds": rounds, "max_running": max_running,
-            "concurrency": concurrency, "paths": paths,
+            "kv_tokens_per_request": engine.kv_slot_len, "engine_start_s": start_s,
+            "decode_graphs": engine._graph_mode, "concurrency": concurrency, "paths": paths,
         },
         "baselines": {},
         "runs": [],
@@ -401,6 +201,18 @@ async def run_text_bench(
     say("warm-up")
     await run_engine(engine, prompt_ids, concurrency=2, rounds=1,
                      params=dataclasses.replace(params, max_tokens=2, min_tokens=2))
+    if decode_tokens:
+        say(f"batch-1 decode, {decode_tokens} tokens, against the copy bandwidth")
+        one = await run_engine(engine, prompt_ids, concurrency=1, rounds=1, params=dataclasses.replace(
+            params, max_tokens=decode_tokens, min_tokens=decode_tokens))
+        bandwidth = copy_bandwidth(device, gib=2.0 if device.startswith("cuda") else 0.5)
+        nbytes = weight_bytes(engine.model)
+        tok_s = 1.0 / one["itl_p50_s"] if one["itl_p50_s"] else None
+        result["decode_b1"] = {**one, "decode_tokens_per_s": round(tok_s, 2) if tok_s else None,
+                               "weight_bytes": nbytes, "copy_bytes_per_s": round(bandwidth),
+                               "bandwidth_fraction": round(tok_s * nbytes / bandwidth, 3) if tok_s else None}
+        say(f"  {result['decode_b1']['decode_tokens_per_s']} tok/s, "
+            f"{result['decode_b1']['bandwidth_fraction']} of the copy bandwidth")
     base = result["baselines"]
     if baselines:
         say(f"baseline: static generate() batch of {STATIC_BATCH}")
@@ -417,6 +229,8 @@ async def run_text_bench(
     with contextlib.ExitStack() as stack:
         url = None
         if "http" in paths:
+            from pureinfer.bench.text_http import run_http_subprocess, serve_worker
+
             url = stack.enter_context(serve_worker(engine, max_running=max_running, max_queued=max_waiting,
                                                    max_tokens=max_tokens, device=device, dtype=dtype))
         for c in concurrency:
@@ -434,40 +248,8 @@ async def run_text_bench(
     with contextlib.suppress(Exception):
         await engine.shutdown()
     result["targets"] = evaluate_targets(result)
+    if device.startswith("cuda") or decode_tokens:
+        result["gpu_targets"] = evaluate_gpu_targets(result, anchor)
+        if anchor:
+            result["anchor"] = anchor
     return result
-
-
-def evaluate_targets(result: dict[str, Any]) -> dict[str, Any]:
-    """The serving-engine issue's targets, at concurrency 16 (or the nearest level run)."""
-    runs = result["runs"]
-    if not runs:
-        return {}
-    run = min(runs, key=lambda r: abs(r["concurrency"] - STATIC_BATCH))
-    out: dict[str, Any] = {"at_concurrency": run["concurrency"], "thresholds": TARGETS}
-    eng = run.get("engine", {})
-    http = run.get("http", {})
-    naive = result["baselines"].get("naive", {}).get("tokens_per_s")
-    static = result["baselines"].get("static_batch", {}).get("tokens_per_s")
-
-    def ratio(a: float | None, b: float | None) -> float | None:
-        return round(a / b, 3) if a and b else None
-
-    checks = {
-        "vs_naive": (ratio(eng.get("tokens_per_s"), naive), "vs_naive"),
-        "vs_static_batch": (ratio(eng.get("tokens_per_s"), static), "vs_static_batch"),
-        "http_vs_engine": (ratio(http.get("tokens_per_s"), eng.get("tokens_per_s")), "http_vs_engine"),
-        "e2e_p95_over_p50": (ratio(eng.get("e2e_p95_s"), eng.get("e2e_p50_s")), "e2e_p95_over_p50"),
-        "http_e2e_p95_over_p50": (ratio(http.get("e2e_p95_s"), http.get("e2e_p50_s")), "e2e_p95_over_p50"),
-    }
-    for name, (value, target) in checks.items():
-        limit = TARGETS[target]
-        op = "<=" if target == "e2e_p95_over_p50" else ">="
-        out[name] = value
-        out[f"{name}_pass"] = None if value is None else (value >= limit if op == ">=" else value <= limit)
-    return out
-
-
-if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--http-client":
-    _spec = json.loads(sys.argv[2])
-    print(json.dumps(asyncio.run(run_http(_spec["base_url"], _spec["prompt"], concurrency=_spec["concurrency"],
-                                          rounds=_spec["rounds"], body=_spec["body"]))))

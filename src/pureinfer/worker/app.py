@@ -124,22 +124,28 @@ async def _load_models(rt: WorkerRuntime, injected: dict[str, TextEngine] | None
     rt.device = await asyncio.to_thread(dev.pick_device, s.device)
     rt.dtype = str(await asyncio.to_thread(dev.pick_dtype, s.dtype, rt.device)).removeprefix("torch.")
     limits = TextLimits(s.max_tokens_limit, s.request_timeout_s, s.log_prompts)
+    # Memory is planned in this order: every model loads, the image engine warms up (its peak is
+    # measured), then each text engine plans its KV cache in what is left of the budget.
+    engines: dict[str, TextEngine] = {}
+    image_engine = None
     if s.role.serves_text:
-        engines = injected if injected is not None else await _load_text_engines(rt)
-        for engine in engines.values():
-            await engine.start()
-        rt.text = TextServing(engines, rt.admission, limits)
+        engines = injected if injected is not None else await _load_text_engines(
+            rt, image_reserve=lambda: getattr(image_engine, "warmup_peak_bytes", 0))
     if s.role.serves_images:
         from pureinfer.api.image.serving import ImageServing
         from pureinfer.engines.image.sdxl import load_image_engine
         from pureinfer.storage import build_object_store
 
         image_engine = await asyncio.to_thread(load_image_engine, s)
+        rt.image = ImageServing(image_engine, build_object_store(s), s, rt.admission)  # shut down with the worker from here on
         await image_engine.start()
-        rt.image = ImageServing(image_engine, build_object_store(s), s, rt.admission)
+    if s.role.serves_text:
+        rt.text = TextServing(engines, rt.admission, limits)
+        for engine in engines.values():
+            await engine.start()
 
 
-async def _load_text_engines(rt: WorkerRuntime) -> dict[str, TextEngine]:
+async def _load_text_engines(rt: WorkerRuntime, image_reserve: Callable[[], int]) -> dict[str, TextEngine]:
     from pureinfer.engines.text.engine import load_text_engine
 
     s = rt.settings
@@ -152,7 +158,9 @@ async def _load_text_engines(rt: WorkerRuntime) -> dict[str, TextEngine]:
         t = time.monotonic()
         engines[alias] = await asyncio.to_thread(
             load_text_engine, path, device=rt.device, dtype=s.dtype,
-            max_running=s.max_running_requests, max_waiting=s.max_queued_requests)
+            max_running=s.max_running_requests, max_waiting=s.max_queued_requests,
+            max_step_tokens=s.prefill_chunk_tokens, gpu_memory_fraction=s.gpu_memory_fraction,
+            kv_reserve_bytes=image_reserve, kv_share=len(specs))
         log.info("text model loaded", extra={"model": alias, "source": path, "seconds": round(time.monotonic() - t, 2)})
     return engines
 

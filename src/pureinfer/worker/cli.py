@@ -76,6 +76,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     flag(limits, "--drain-timeout-s", type=float,
          help="on SIGTERM, seconds in-flight requests get to finish (new ones are refused)")
 
+    device = w.add_argument_group("device memory and speed")
+    flag(device, "--gpu-memory-fraction", type=float,
+         help="share of the GPU's memory this worker plans with: weights, the image engine's measured peak "
+              "and the text KV cache must fit in it")
+    flag(device, "--prefill-chunk-tokens", type=int,
+         help="prompt tokens per text step: smaller keeps inter-token latency low while prompts arrive, "
+              "larger prefills faster (default: 256 on the CPU, 512 on CUDA)")
+    flag(device, "--image-exact-batching", action=argparse.BooleanOptionalAction,
+         help="one UNet call per image, so pixels never depend on the batch (default: on for the CPU, "
+              "off for CUDA, where a batch differs from a lone image by rounding only)")
+    flag(device, "--image-vae-fp16-fix", metavar="PATH_OR_HUB_ID",
+         help="an fp16-safe SDXL VAE (e.g. madebyollin/sdxl-vae-fp16-fix) that decodes in fp16 "
+              "(default: none; the stock VAE decodes in fp32)")
+    flag(device, "--image-channels-last", action="store_true",
+         help="run the UNet and VAE in channels-last memory format (measure on your GPU)")
+    flag(device, "--image-compile", action="store_true",
+         help="torch.compile the UNet at start-up (minutes of warm-up)")
+
     storage = w.add_argument_group("image storage")
     flag(storage, "--storage", choices=["local", "s3"],
          help="where generated images go: a local directory served at /files/..., or S3-compatible storage")

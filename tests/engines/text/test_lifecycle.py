@@ -122,25 +122,49 @@ async def test_device_oom_fails_the_step_and_the_engine_goes_on(small_engine: An
     assert len(out) == 5 and reason == "length"
 
 
-async def test_oom_allocating_a_cache_fails_only_the_new_request(engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pureinfer.engines.text.engine as hf_text
+async def test_request_that_cannot_fit_the_kv_plan_is_refused_and_others_go_on(tiny_text_dir: Path) -> None:
+    """A fake budget: 2 slots of 256 positions. A request needing more than a slot is refused with
+    OUT_OF_MEMORY at submission; requests beyond the slots queue and run once a slot is free."""
+    from pureinfer.engines.text.engine import load_text_engine
+    from pureinfer.engines.text.kvcache import KVShape
 
-    ids = prompt(engine)
-    running = engine.generate(TextRequest("keeps-running", ids, LONG))
-    await running.__anext__()
-    real = hf_text.new_kv_cache
+    eng = load_text_engine(str(tiny_text_dir), device="cpu", max_running=2, max_waiting=4)
+    per_token = KVShape.of(eng.model.config).bytes_per_token(eng.dtype)
+    eng._kv_budget = 3 * 300 * per_token  # (2 slots + scratch) x (256 positions + scratch) fits, 512 not
+    await eng.start()
+    try:
+        assert eng.kv_slot_len == 256 and eng._kv.nbytes <= eng._kv_budget
+        ids = prompt(eng)
+        with pytest.raises(OutOfMemory) as info:
+            await collect(eng, ids, max_tokens=257 - len(ids) + 1, temperature=0.0)
+        assert info.value.details == {"needed_tokens": 258, "kv_tokens_per_request": 256}
+        n = 256 - len(ids)  # exactly a slot
+        outs = await asyncio.gather(*(collect(eng, ids, rid=f"q{i}", max_tokens=n, min_tokens=n, temperature=0.0)
+                                      for i in range(4)))
+        assert all(len(o[1]) == n for o in outs)
+        assert len({tuple(o[1]) for o in outs}) == 1
+        assert eng._kv.num_free == 2
+    finally:
+        await eng.shutdown()
 
-    def oom(*args: Any, **kwargs: Any) -> Any:
-        monkeypatch.setattr(hf_text, "new_kv_cache", real)
-        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(hf_text, "new_kv_cache", oom)
-    with pytest.raises(OutOfMemory):
-        await collect(engine, ids, max_tokens=5, temperature=0.0)
-    delta = await running.__anext__()  # the running request goes on
-    assert delta.token_ids and delta.finish_reason is None
-    await running.aclose()
-    await wait_for(lambda: engine.num_running == 0)
+async def test_fatal_device_error_kills_the_engine(small_engine: Any) -> None:
+    """A CUDA error that is not an out-of-memory leaves the context broken: the engine dies (the
+    worker's watchdog then turns it unready and exits), instead of going on as if nothing happened."""
+    ids = prompt(small_engine)
+
+    def device_assert(_module: Any, _args: Any) -> None:
+        raise RuntimeError("CUDA error: device-side assert triggered (simulated)")
+
+    hook = small_engine.model.get_input_embeddings().register_forward_pre_hook(device_assert)
+    try:
+        with pytest.raises(InternalError):
+            await collect(small_engine, ids, max_tokens=5, temperature=0.0)
+        await wait_for(lambda: not small_engine.is_alive())
+    finally:
+        hook.remove()
+    with pytest.raises(WorkerUnavailable):
+        await collect(small_engine, ids, max_tokens=2)
 
 
 async def test_dead_loop_fails_pending_requests_and_turns_unalive(small_engine: Any) -> None:

@@ -216,7 +216,7 @@ class ImageServing:
             "max_prompt_tokens": engine.max_prompt_tokens,
             "max_images_per_request": 8,
             "max_batch": self.settings.image_max_batch,
-            "exact_batching": self.settings.image_exact_batching,
+            "exact_batching": getattr(engine, "exact_batching", self.settings.image_exact_batching),
             "outputs": ["url", "b64_json"],
             "storage": self.store.describe(),
         }

@@ -96,14 +96,10 @@ def build_tokenizer(vocab_size: int = 2000):  # -> PreTrainedTokenizerFast
     )
 
 
-def build_text_model(out_dir: Path, shape: str = "tiny", seed: int = 0) -> Path:
-    """Write a random-weight Qwen2 model and tokenizer to `out_dir`; returns the directory."""
-    import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+def _config_and_tokenizer(shape: str):  # -> (Qwen2Config, PreTrainedTokenizerFast, GenerationConfig)
+    from transformers import GenerationConfig, Qwen2Config
 
     spec = TEXT_SHAPES[shape]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     tokenizer.model_max_length = spec.max_position_embeddings
     vocab = spec.vocab_size or len(tokenizer)
@@ -124,14 +120,45 @@ def build_text_model(out_dir: Path, shape: str = "tiny", seed: int = 0) -> Path:
         eos_token_id=eos,
         pad_token_id=pad,
     )
+    return config, tokenizer, GenerationConfig(eos_token_id=[eos, pad], pad_token_id=pad, bos_token_id=pad)
+
+
+def build_text_model(out_dir: Path, shape: str = "tiny", seed: int = 0) -> Path:
+    """Write a random-weight Qwen2 model and tokenizer to `out_dir`; returns the directory."""
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config, tokenizer, generation_config = _config_and_tokenizer(shape)
     torch.manual_seed(seed)
     with torch.device("cpu"):
         model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=[eos, pad], pad_token_id=pad, bos_token_id=pad)
+    model.generation_config = generation_config
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "PUREINFER_DEMO").write_text(f"shape={shape} seed={seed}\n")
     return out_dir
+
+
+def build_text_model_in_memory(shape: str, *, device: str, dtype, seed: int = 0):  # -> (model, tokenizer)
+    """The same architecture and tokenizer, random weights created directly on `device` in
+    `dtype` (for benchmarks of large shapes: nothing is written to disk)."""
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    config, tokenizer, generation_config = _config_and_tokenizer(shape)
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = Qwen2ForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    model.generation_config = generation_config
+    model.eval().requires_grad_(False)
+    return model, tokenizer
 
 
 def demo_text_ready(out_dir: Path) -> bool:

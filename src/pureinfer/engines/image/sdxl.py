@@ -9,17 +9,31 @@ How a request travels:
    with seed + i, a fresh scheduler, and `callback_on_step_end` checking every step whether
    anyone still waits for the batch.
 3. Results, or the translated error (OUT_OF_MEMORY, INTERNAL_ERROR), go back to each future;
-   a batch of several requests that runs out of memory is retried one request at a time first.
+   a batch of several requests that runs out of memory is retried one request at a time first
+   (after leaving the ``except`` block and freeing the allocator's cache: the exception's
+   traceback holds the failed call's tensors). A CUDA error that is not an out-of-memory kills
+   the engine (engines/device.py): the worker turns unready and exits so it is restarted.
 
 Exact pixels under batching. Batching changes tensor shapes, and CPU/GPU kernels pick their
 algorithms by shape: measured on the tiny demo model on CPU, a batched UNet call differs from
 the lone call by ~1e-6 (the small-M GEMM of the time embedding), enough to flip uint8 pixels.
-With `image_exact_batching` (the default) the batch shares one denoising loop, scheduler and
-Python overhead, but each image's UNet call keeps the shape it has alone (its uncond/cond pair)
-and the VAE decodes one image at a time, so an image's pixels never depend on who shared the
-call. Turning it off runs one UNet call for the whole batch: the throughput batching promises on
-a GPU, at the price of last-bit differences between alone and batched. `bench image` measures
-both.
+With `image_exact_batching` (the CPU default) the batch shares one denoising loop, scheduler and
+Python overhead, but each image's UNet call keeps the shape it has alone (its uncond/cond pair),
+so an image's pixels never depend on who shared the call. Without it (the CUDA default) the
+whole batch is one UNet call: the throughput batching promises on a GPU, at the price of
+rounding-level differences between alone and batched (at most 2/255 on a pixel, under 0.5/255 on
+average: tested on the CPU, measured by `bench image` on the GPU). The same seed alone always
+gives the same pixels.
+
+Decoding: the pipeline stops at the latents and the engine decodes them itself, one image at a
+time (a batch's VAE activations at 1024² would double the peak memory, and its pixels would
+depend on the batch), tiled above one megapixel. fp16 SDXL's stock VAE overflows in fp16, so
+diffusers converts it to fp32 and back on every call; here it is converted once at load (or
+replaced by an fp16-safe VAE, `image_vae_fp16_fix`, that decodes in fp16).
+
+Start-up: `start()` runs one generation before the engine serves (kernels chosen, cuDNN
+autotuned, allocator warm: the first user does not pay for it), at the largest batch on CUDA, and
+records the peak memory it took: the text engines plan their KV cache around it.
 
 Generators live on the CPU so a seed gives the same initial noise on every device (as A1111's
 default). Per-call state stays in locals; the pipeline object is only touched by this thread.
@@ -38,12 +52,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pureinfer.engines.base import ImageRequest, ImageResult
-from pureinfer.engines.device import pick_device, pick_dtype, translate_device_errors
+from pureinfer.engines.device import (
+    DeviceLost,
+    detached,
+    free_device_cache,
+    pick_device,
+    pick_dtype,
+    translate_device_errors,
+)
 from pureinfer.engines.image.batcher import BatchQueue, Job
 from pureinfer.errors import OutOfMemory, PureInferError, WorkerOverloaded, WorkerTimeout, WorkerUnavailable
 from pureinfer.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+
+TILE_ABOVE_PIXELS = 1024 * 1024  # the VAE decodes in tiles above one megapixel
 
 # Name on the wire -> (diffusers scheduler class, config overrides).
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -107,7 +130,11 @@ class SDXLImageEngine:
         self.device = device
         self.dtype = pipe.unet.dtype
         self.schedulers = tuple(SCHEDULERS)
-        self.exact_batching = settings.image_exact_batching
+        cuda = str(device).startswith("cuda")
+        exact = settings.image_exact_batching
+        self.exact_batching = (not cuda) if exact is None else exact
+        self._settings = settings
+        self.warmup_peak_bytes = 0  # device memory the start-up generation took (CUDA)
         self.max_queued = settings.max_queued_requests
         self.max_prompt_tokens = int(pipe.tokenizer.model_max_length)
         # Private copies for counting: the pipeline's tokenizers are used by the engine thread,
@@ -126,12 +153,14 @@ class SDXLImageEngine:
         logging.getLogger(type(pipe).__module__).setLevel(logging.ERROR)
         if settings.attention_slicing:
             pipe.enable_attention_slicing()
-        if settings.vae_tiling:
-            pipe.vae.enable_tiling()
-        if self.exact_batching:
-            pipe.vae.enable_slicing()  # one image per VAE decode: its pixels never see the batch
-        else:
-            pipe.vae.disable_slicing()
+        self._always_tile = settings.vae_tiling
+        if self.dtype == _torch().float16 and getattr(pipe.vae.config, "force_upcast", False):
+            pipe.vae.to(dtype=_torch().float32)  # once, not on every call (diffusers' upcast_vae)
+        if settings.image_channels_last:
+            pipe.unet.to(memory_format=_torch().channels_last)
+            pipe.vae.to(memory_format=_torch().channels_last)
+        if settings.image_compile:
+            pipe.unet = _torch().compile(pipe.unet, fullgraph=False)
 
     # -- ImageEngine -----------------------------------------------------------------------------
 
@@ -190,6 +219,8 @@ class SDXLImageEngine:
 
     async def start(self) -> None:
         if self._thread is None:
+            if self._settings.image_warmup:
+                await asyncio.to_thread(self._warm_up)
             self._thread = threading.Thread(target=self._loop, name="sdxl-engine", daemon=True)
             self._thread.start()
 
@@ -212,13 +243,15 @@ class SDXLImageEngine:
             self._queue.close()
             for job in self._queue.drain():
                 job.payload.settle(error=WorkerUnavailable("The image engine stopped"))
-            raise
+            # Logged above and recorded in `_dead`: the watchdog sees it; re-raising would only
+            # print the same traceback again through threading's excepthook.
 
     def _run_batch(self, batch: list[_Pending]) -> None:
         t0 = time.monotonic()
         first_req = batch[0].request
         size = sum(p.request.num_images for p in batch)
         self._running = size
+        failure: PureInferError | None = None
         try:
             with translate_device_errors("image generation"):
                 images = self._denoise(batch)
@@ -228,22 +261,28 @@ class SDXLImageEngine:
             for p in batch:
                 p.settle(error=WorkerTimeout("The image request passed its deadline; generation was stopped"))
             return
+        except DeviceLost as exc:
+            for p in batch:
+                p.settle(error=exc)
+            raise  # the CUDA context is broken: the engine loop dies, the worker restarts
         except PureInferError as exc:
+            failure = detached(exc)
+        finally:
+            self._running = 0
+        if failure is not None:  # outside the except block: the failed call's tensors are released
+            free_device_cache()
             with self._lock:
                 self._stats.failed_batches += 1
-            self._restore_after_error()
             live = [p for p in batch if not p.abandoned(time.monotonic())]
-            if isinstance(exc, OutOfMemory) and len(live) > 1:
+            if isinstance(failure, OutOfMemory) and len(live) > 1:
                 # The batch did not fit: each request gets its own try before anyone sees the error.
                 log.warning("image batch of %d images ran out of memory; retrying its requests one by one", size)
                 for p in live:
                     self._run_batch([p])
                 return
             for p in batch:
-                p.settle(error=exc)
+                p.settle(error=failure)
             return
-        finally:
-            self._running = 0
         run_s = time.monotonic() - t0
         log.info("image batch done", extra={
             "request_ids": [p.request.request_id for p in batch], "batch_size": size,
@@ -305,24 +344,73 @@ class SDXLImageEngine:
         if self.exact_batching and len(generators) > 1:
             pipe.unet.forward = _per_image_forward(unet_forward, len(generators))
         try:
-            out = pipe(
+            latents = pipe(
                 prompt_embeds=embeds, negative_prompt_embeds=neg_embeds, pooled_prompt_embeds=pooled,
                 negative_pooled_prompt_embeds=neg_pooled, width=first.width, height=first.height,
                 num_inference_steps=first.steps, guidance_scale=first.cfg_scale, generator=generators,
-                output_type="pil", callback_on_step_end=on_step_end,
-            )
+                output_type="latent", callback_on_step_end=on_step_end,
+            ).images
         finally:
             if "forward" in vars(pipe.unet):
                 del pipe.unet.forward
-        return list(out.images)
+        return self._decode(latents, tiled=self._always_tile or first.width * first.height > TILE_ABOVE_PIXELS)
 
-    def _restore_after_error(self) -> None:
-        """An error inside the VAE decode can leave the VAE upcast to fp32; put it back."""
-        try:
-            if self._pipe.vae.dtype != self.dtype:
-                self._pipe.vae.to(dtype=self.dtype)
-        except Exception:  # pragma: no cover - best effort
-            log.exception("could not restore the VAE dtype")
+    def _decode(self, latents: Any, *, tiled: bool) -> list[Any]:
+        """Latents -> PIL images, one image per VAE call, in the VAE's own dtype."""
+        import torch
+
+        vae = self._pipe.vae
+        cfg = vae.config
+        dtype = next(vae.post_quant_conv.parameters()).dtype if vae.post_quant_conv is not None else vae.dtype
+        mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
+        vae.use_tiling = tiled
+        images = []
+        with torch.no_grad():
+            for z in latents.split(1):
+                z = z.to(dtype)
+                if mean is not None and std is not None:
+                    m = torch.tensor(mean, device=z.device, dtype=dtype).view(1, -1, 1, 1)
+                    sd = torch.tensor(std, device=z.device, dtype=dtype).view(1, -1, 1, 1)
+                    z = z * sd / cfg.scaling_factor + m
+                else:
+                    z = z / cfg.scaling_factor
+                images.append(vae.decode(z, return_dict=False)[0])
+        return list(self._pipe.image_processor.postprocess(torch.cat(images), output_type="pil"))
+
+    def _warm_up(self) -> None:
+        """One generation before serving; on CUDA at the largest batch and 1024², recording its peak."""
+        import torch
+
+        from pureinfer.engines.base import ImageRequest
+
+        cuda = str(self.device).startswith("cuda")
+        lo, hi = self._settings.image_size_bounds()
+        size = max(lo, min(hi, 1024)) if cuda else lo
+        n = self._settings.image_max_batch if cuda else 1
+        request = ImageRequest(request_id="warm-up", prompt="warm-up", negative_prompt="", width=size, height=size,
+                               steps=2 if cuda else 1, cfg_scale=5.0, seed=0, num_images=n)
+        loop = asyncio.new_event_loop()  # never run: it only holds the future nobody awaits
+        pending = _Pending(request, loop, loop.create_future())
+        pending.job = Job(key=request.batch_key(), size=n, payload=pending)
+        t0 = time.monotonic()
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        with translate_device_errors("image warm-up"):
+            self._denoise([pending])
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            self.warmup_peak_bytes = torch.cuda.max_memory_allocated(self.device) - before
+        loop.close()
+        log.info("image engine warmed up", extra={"seconds": round(time.monotonic() - t0, 2), "size": size,
+                                                  "batch": n, "peak_gib": round(self.warmup_peak_bytes / 2**30, 2)})
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
 
 
 def _per_image_forward(forward: Any, num_images: int) -> Any:

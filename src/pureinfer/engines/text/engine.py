@@ -5,11 +5,13 @@ Layout (each part in its own module, this one wires them):
     asyncio side                         engine thread
     ------------                         -------------
     generate(request) ── Scheduler.add ──> schedule(): aborts, deadlines, admission, chunks
-         ^                               forward: all scheduled tokens packed in one row,
-         |                                        ragged attention over per-request caches
-         |                                        (attention)
-    Channel (coalescing, call_soon_      sample: per-row params and generators (sampling)
-    threadsafe) <───────────────────── detokenize, stops, finish (output)
+         ^                               step inputs built on the host, one copy (step)
+         |                               forward: all scheduled tokens packed in one row,
+         |                                        ragged attention over the slot KV cache
+         |                                        (attention, kvcache); decode-only steps
+         |                                        replay a captured graph on CUDA (graphs)
+    Channel (coalescing, call_soon_      sample: per-row params and generators (sampling),
+    threadsafe) <───────────────────── one read-back; detokenize, stops, finish (output)
 
 The event loop never waits on the model; the engine thread never waits on a consumer. Each
 request's channel coalesces what the consumer hasn't read yet into one delta, so a slow
@@ -27,9 +29,16 @@ in reruns). The manager also draws every row from one random stream (a seeded re
 then depend on its neighbours) and takes one set of generation parameters per manager.
 This engine keeps transformers for everything model-shaped (``from_pretrained``, the model's
 own forward, RoPE, MLPs, transformers' SDPA attention function) and replaces only the batching:
-packed tokens + per-request caches (no padding of prompts, no cache copies when requests join
-or leave), per-row parameters and generators with a sort-free top-p, and on CPU decoding-batch
-linears computed as ``W @ x.T`` (linear).
+packed tokens + one KV slot per running request, read in place by one attention call per layer
+(no padding of prompts, no cache copies when requests join or leave or in any step), per-row
+parameters and generators with a sort-free top-p, and on CPU decoding-batch linears computed as
+``W @ x.T`` with sibling projections fused (linear).
+
+Memory: the KV cache is planned and allocated when the engine starts (kvcache): a request whose
+prompt + max_tokens cannot fit a slot is refused with OUT_OF_MEMORY at submission, and requests
+wait in the queue while every slot is taken. Ids past the tokenizer's vocabulary (padded rows of
+the output layer) are never sampled. A CUDA error other than an out-of-memory kills the engine
+(engines/device.py); an out-of-memory fails the step's requests and the engine goes on.
 
 Determinism: a seeded request draws only from its own ``torch.Generator``, so its tokens don't
 depend on its neighbours' sampling. Its logits are the same alone or batched up to the last
@@ -44,25 +53,47 @@ import asyncio
 import functools
 import logging
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tokenizers import Tokenizer
 
 from pureinfer.engines.base import TextDelta, TextRequest
-from pureinfer.engines.device import pick_device, pick_dtype, translate_device_errors
+from pureinfer.engines.device import (
+    DeviceLost,
+    detached,
+    free_device_cache,
+    pick_device,
+    pick_dtype,
+    translate_device_errors,
+)
 from pureinfer.engines.text import linear as text_linear
-from pureinfer.engines.text.attention import ATTN_IMPLEMENTATION, StepBatch, new_kv_cache, no_masks
+from pureinfer.engines.text.attention import ATTN_IMPLEMENTATION, StepBatch, no_masks
 from pureinfer.engines.text.channel import Channel
+from pureinfer.engines.text.graphs import DecodeGraphs, GraphMode
+from pureinfer.engines.text.kvcache import KVShape, SlotKVCache, cuda_kv_budget, plan_slot_len
 from pureinfer.engines.text.output import OutputText
-from pureinfer.engines.text.sampling import RowParams, sample_rows
+from pureinfer.engines.text.sampling import RowParams, SamplingBatch, sample
 from pureinfer.engines.text.scheduler import Plan, Scheduler, Sequence
-from pureinfer.errors import InternalError, InvalidPayload, PureInferError, WorkerTimeout, WorkerUnavailable
+from pureinfer.engines.text.step import DecodeRow, PrefillChunk, build_step, place
+from pureinfer.errors import (
+    InternalError,
+    InvalidPayload,
+    OutOfMemory,
+    PureInferError,
+    WorkerTimeout,
+    WorkerUnavailable,
+)
 
 log = logging.getLogger(__name__)
+
+# Prompt tokens per step (shared with the decode rows). Each chunk stalls every decoding request
+# for its length: pick the largest value whose inter-token latency you accept (bench/README.md).
+DEFAULT_STEP_TOKENS_CPU = 256
+DEFAULT_STEP_TOKENS_CUDA = 512
 
 
 def load_text_engine(
@@ -73,8 +104,15 @@ def load_text_engine(
     max_running: int = 16,
     max_waiting: int = 64,
     max_step_tokens: int | None = None,
+    gpu_memory_fraction: float = 0.9,
+    kv_reserve_bytes: int | Callable[[], int] = 0,
+    kv_share: int = 1,
 ) -> HFTextEngine:
-    """Load tokenizer and model with ``from_pretrained`` (a local directory works offline)."""
+    """Load tokenizer and model with ``from_pretrained`` (a local directory works offline).
+
+    On CUDA the KV cache is planned when the engine starts (after every model has loaded):
+    ``gpu_memory_fraction`` of the card, less what is allocated then, less ``kv_reserve_bytes``
+    (the image engine's peak), split over ``kv_share`` text engines."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = pick_device(device)
@@ -89,6 +127,10 @@ def load_text_engine(
         max_running=max_running,
         max_waiting=max_waiting,
         max_step_tokens=max_step_tokens,
+        kv_budget=(lambda: cuda_kv_budget(
+            torch.device(device), fraction=gpu_memory_fraction, share=kv_share,
+            reserve_bytes=kv_reserve_bytes() if callable(kv_reserve_bytes) else kv_reserve_bytes))
+        if device.startswith("cuda") else None,
     )
 
 
@@ -98,7 +140,7 @@ class _SeqState:
 
     generator: torch.Generator | None
     output: OutputText
-    seen_ids: torch.Tensor | None  # for the repetition penalty
+    penalized: bool = False  # its slot's row of the repetition-penalty mask is set up
 
 
 class HFTextEngine:
@@ -113,7 +155,13 @@ class HFTextEngine:
         max_running: int = 16,
         max_waiting: int = 64,
         max_step_tokens: int | None = None,
+        kv_budget: Any = None,
+        decode_graphs: GraphMode | None | Literal["auto"] = "auto",
     ) -> None:
+        """``kv_budget``: bytes for the KV cache, or a function that measures them at start-up
+        (None: every slot holds the model's whole context; see engines/text/kvcache.py).
+        ``decode_graphs``: how decode-only steps run (engines/text/graphs.py); "auto" captures
+        CUDA graphs on CUDA and runs plain eager steps on the CPU (None)."""
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:
             raise ValueError(f"{model_id}: a fast tokenizer (tokenizer.json) is required")
@@ -124,6 +172,8 @@ class HFTextEngine:
         self.device = next(model.parameters()).device
         if self.device.type == "cpu":
             text_linear.install(model)
+            text_linear.fuse_siblings(model)
+            text_linear.pack(model)
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -138,10 +188,21 @@ class HFTextEngine:
         self._encode_lock = threading.Lock()
         self._eos_ids = _eos_ids(model, tokenizer)
         self._eos_tensor = torch.tensor(sorted(self._eos_ids), dtype=torch.long, device=self.device)
+        # Rows of the output layer past the tokenizer are ids nothing can decode: never sampled.
+        n_rows = model.get_output_embeddings().weight.shape[0]
+        self._n_valid: int | None = len(tokenizer) if len(tokenizer) < n_rows else None
+        self._cuda = self.device.type == "cuda"
         if max_step_tokens is None:
-            max_step_tokens = 4096 if self.device.type == "cuda" else 256
+            max_step_tokens = DEFAULT_STEP_TOKENS_CUDA if self._cuda else DEFAULT_STEP_TOKENS_CPU
+        self._kv_budget = kv_budget
+        self._graph_mode: GraphMode | None = (
+            ("cuda_graph" if self._cuda else None) if decode_graphs == "auto" else decode_graphs)
+        self._graphs: DecodeGraphs | None = None
+        self._kv: SlotKVCache | None = None  # planned and allocated at start()
+        self._seen: torch.Tensor | None = None  # [slots + 1, vocab] ids under the repetition penalty
         self._scheduler = Scheduler(
-            max_running=max_running, max_waiting=max_waiting, max_step_tokens=max_step_tokens
+            max_running=max_running, max_waiting=max_waiting, max_step_tokens=max_step_tokens,
+            release=self._release_slot,
         )
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -188,6 +249,8 @@ class HFTextEngine:
     async def start(self) -> None:
         if self._thread is not None:
             return
+        if self._kv is None:
+            await asyncio.to_thread(self._prepare)
         self._thread = threading.Thread(target=self._run, name=f"text-engine:{self.model_id}", daemon=True)
         self._thread.start()
 
@@ -237,9 +300,7 @@ class HFTextEngine:
             raise ValueError(f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) "
                              f"exceeds the context ({self.n_ctx})")
         generator = None if params.greedy else torch.Generator().manual_seed(params.seed)
-        seen = None
-        if params.repetition_penalty != 1.0:
-            seen = torch.tensor(sorted(set(prompt)), dtype=torch.long, device=self.device)
+        self._check_kv_fits(len(prompt) + params.max_tokens)
         state = _SeqState(
             generator=generator,
             output=OutputText(
@@ -249,7 +310,6 @@ class HFTextEngine:
                 min_tokens=params.min_tokens,
                 max_tokens=params.max_tokens,
             ),
-            seen_ids=seen,
         )
         seq = Sequence(request=request, tokens=prompt, n_prompt=len(prompt), channel=Channel(loop), state=state)
         self._scheduler.add(seq)
@@ -276,67 +336,148 @@ class HFTextEngine:
             for seq in self._scheduler.drain():
                 seq.channel.fail(InternalError("The text engine stopped"))
 
+    # -- the device side: planning, the step --------------------------------------------
+
+    def _prepare(self) -> None:
+        """Plan and allocate the KV cache (start-up, before any request)."""
+        slots = self._scheduler.max_running
+        shape = KVShape.of(self.model.config)
+        budget = self._kv_budget() if callable(self._kv_budget) else self._kv_budget
+        slot_len = plan_slot_len(shape, self.dtype, slots=slots, n_ctx=self.n_ctx, budget_bytes=budget)
+        self._kv = SlotKVCache(shape, slots=slots, slot_len=slot_len, dtype=self.dtype, device=self.device)
+        if self._graph_mode is not None:
+            self._graphs = DecodeGraphs(self._decode_forward, self._kv, max_rows=slots, mode=self._graph_mode)
+            try:
+                with torch.inference_mode(), text_linear.engine_linears():
+                    self._graphs.capture()
+            except Exception:  # a model whose forward cannot be captured still serves, eagerly
+                log.exception("decode graphs could not be captured; decode steps run eagerly")
+                self._graphs, self._graph_mode = None, None
+                free_device_cache()
+        log.info("text KV cache planned", extra={"model": self.model_id, "slots": slots, "slot_len": slot_len,
+                                                  "gib": round(self._kv.nbytes / 2**30, 2)})
+
+    @property
+    def kv_slot_len(self) -> int | None:
+        """Positions one request may use (prompt + max_tokens); None before start()."""
+        return None if self._kv is None else self._kv.slot_len
+
+    def _check_kv_fits(self, n_tokens: int) -> None:
+        if self._kv is not None and not self._kv.fits(n_tokens):
+            raise OutOfMemory(
+                "The request's prompt tokens + max_tokens exceed the KV cache planned per request",
+                {"needed_tokens": n_tokens, "kv_tokens_per_request": self._kv.slot_len},
+            )
+
+    def _release_slot(self, seq: Sequence) -> None:
+        if self._kv is not None:
+            self._kv.release(seq.kv)
+
     @torch.inference_mode()
     def _step(self, plan: Plan) -> None:
         """One forward pass over every scheduled token, then one new token per finished prompt."""
-        # 1. A cache for each request that runs for the first time (an OOM here fails only it).
-        work: list[tuple[Sequence, int]] = []
+        kv = self._kv
+        assert kv is not None
+        # 1. Who feeds what: decode rows by slot, prompt chunks after them.
+        decode: dict[int, Sequence] = {}
+        chunks: list[tuple[Sequence, int]] = []
         for seq, n in plan.work:
-            if seq.kv is None:
-                try:
-                    with translate_device_errors("KV cache allocation"):
-                        seq.kv = new_kv_cache(self.model.config, seq.n_prompt + seq.request.params.max_tokens,
-                                              dtype=self.dtype, device=self.device)
-                except PureInferError as exc:
-                    self._scheduler.finish(seq)
-                    seq.channel.fail(exc)
-                    continue
-            work.append((seq, n))
-        if not work:
-            return
-        # 2. Pack the tokens of all scheduled sequences into one row; forward; sample.
-        batch = StepBatch()
-        input_ids: list[int] = []
-        positions: list[int] = []
-        last_index: list[int] = []
-        sampling: list[Sequence] = []
+            if seq.kv is None:  # runs for the first time: the scheduler runs at most `slots` requests
+                seq.kv = kv.acquire()
+                if seq.kv is None:
+                    raise RuntimeError("no free KV slot for a running request")
+            if seq.prefilled:
+                decode[seq.kv] = seq
+            else:
+                chunks.append((seq, n))
+        rows = [DecodeRow(slot, seq.tokens[-1], seq.n_cached) for slot, seq in sorted(decode.items())]
+        prompt_chunks = [PrefillChunk(seq.kv, seq.tokens[seq.n_cached : seq.n_cached + n], seq.n_cached,
+                                      sample=seq.n_cached + n == seq.n_prompt) for seq, n in chunks]
+        # 2. Forward all tokens (a captured graph when only decode rows run), sample every finished
+        #    prompt and decode row; one read-back.
+        failure: PureInferError | None = None
         try:
             with translate_device_errors("text generation step"), text_linear.engine_linears():
-                for seq, n in work:
-                    seg = batch.add(seq.kv, seq.n_cached, n)
-                    input_ids.extend(seq.tokens[seq.n_cached : seq.n_cached + n])
-                    positions.extend(range(seq.n_cached, seq.n_cached + n))
-                    if seq.n_cached + n == len(seq.tokens):  # prompt done or decoding: sample
-                        last_index.append(seg.offset + n - 1)
-                        sampling.append(seq)
-                out = self.model(
-                    input_ids=torch.tensor([input_ids], device=self.device),
-                    position_ids=torch.tensor([positions], device=self.device),
-                    attention_mask=no_masks(self.model.config),
-                    use_cache=False,
-                    logits_to_keep=torch.tensor(last_index, dtype=torch.long, device=self.device),
-                    pureinfer_step=batch,
-                )
-                rows = [self._row_params(seq) for seq in sampling]
-                tokens = sample_rows(out.logits[0], rows, self._eos_tensor) if sampling else []
+                graph = self._graphs.bucket(rows) if self._graphs is not None and rows and not chunks else None
+                if graph is not None:
+                    assert self._graphs is not None
+                    logits, order = self._graphs.run(rows, graph, pin=self._cuda)
+                    n_rows = graph[0]
+                else:
+                    logits, order, n_rows = self._forward(rows, prompt_chunks)
+                sampling = [decode[i] if i < n_rows else chunks[i - n_rows][0] for i in order]
+                params = SamplingBatch.build([self._row_params(seq) for seq in sampling], pin=self._cuda)
+                self._prepare_penalty(sampling)
+                tokens = self._sample(logits, params, sampling) if sampling else []
+        except DeviceLost:
+            raise  # the device is broken for good: the engine dies, the worker restarts
         except PureInferError as exc:  # OOM or a model failure: these requests fail, the engine goes on
-            for seq, _ in work:
+            failure = detached(exc)
+        if failure is not None:  # outside the except block: the failed call's frames are gone
+            free_device_cache()
+            for seq, _ in plan.work:
                 self._scheduler.finish(seq)
-                seq.channel.fail(exc)
+                seq.channel.fail(failure)
             return
         self.steps += 1
-        for seq, n in work:
+        for seq, n in plan.work:
             seq.n_cached += n
         # 3. Hand out the new tokens.
         for seq, token in zip(sampling, tokens, strict=True):
             seq.tokens.append(token)
             state: _SeqState = seq.state
-            if state.seen_ids is not None:
-                state.seen_ids = torch.cat([state.seen_ids, torch.tensor([token], device=self.device)])
             step = state.output.add(token)
             seq.channel.push(step.text, token, step.finish_reason)
             if step.finish_reason is not None:
                 self._scheduler.finish(seq)
+
+    def _forward(self, rows: list[DecodeRow], chunks: list[PrefillChunk]) -> tuple[torch.Tensor, list[int], int]:
+        """The eager step: logits of the sampled rows, their order, and the number of decode rows."""
+        assert self._kv is not None
+        host, layout = build_step(rows, chunks, self._kv, pin=self._cuda)
+        # Zero what this step may read before it writes anything (kvcache.py: never read garbage).
+        self._kv.ensure_clean(max([layout.batch.decode_len, *(c.start + len(c.tokens) for c in chunks)]))
+        inputs = place(layout, host.to(self.device, non_blocking=True))
+        out = self.model(
+            input_ids=inputs.input_ids,
+            position_ids=inputs.position_ids,
+            attention_mask=no_masks(self.model.config),
+            use_cache=False,
+            logits_to_keep=inputs.logits_index,
+            pureinfer_step=inputs.batch,
+        )
+        return out.logits[0], layout.sample_order, layout.batch.n_decode
+
+    def _decode_forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, step: StepBatch) -> torch.Tensor:
+        """The graph-captured step: decode rows only, logits of every row."""
+        return self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=no_masks(self.model.config),
+                          use_cache=False, logits_to_keep=0, pureinfer_step=step).logits
+
+    def _sample(self, logits: torch.Tensor, params: SamplingBatch, seqs: list[Sequence]) -> list[int]:
+        seen = None
+        slots = None
+        if params.any_penalty and self._seen is not None:
+            slots = torch.tensor([seq.kv for seq in seqs], device=self.device)
+            seen = self._seen[slots]
+        tokens = sample(logits, params, self._eos_tensor, seen=seen, n_valid=self._n_valid)
+        if slots is not None and self._seen is not None:
+            self._seen[slots, tokens] = True
+        return tokens.tolist()
+
+    def _prepare_penalty(self, seqs: list[Sequence]) -> None:
+        """A request with a repetition penalty: its slot's row of the mask holds its prompt ids."""
+        for seq in seqs:
+            state: _SeqState = seq.state
+            if seq.request.params.repetition_penalty == 1.0 or state.penalized:
+                continue
+            if self._seen is None:
+                assert self._kv is not None
+                rows = self.model.get_output_embeddings().weight.shape[0]
+                self._seen = torch.zeros(self._kv.slots + 1, rows, dtype=torch.bool, device=self.device)
+            row = self._seen[seq.kv]
+            row.zero_()
+            row[torch.tensor(seq.tokens[: seq.n_prompt], device=self.device)] = True
+            state.penalized = True
 
     def _row_params(self, seq: Sequence) -> RowParams:
         p = seq.request.params
@@ -348,7 +489,6 @@ class HFTextEngine:
             repetition_penalty=p.repetition_penalty,
             suppress_eos=seq.n_generated < p.min_tokens,
             generator=state.generator,
-            seen_ids=state.seen_ids,
         )
 
 

@@ -5,6 +5,11 @@ before ``min_tokens``, then (greedy) argmax or (sampling) temperature, top-k, to
 is batched over rows; no step depends on which other rows are in the batch:
 
 * Every operation is row-wise (elementwise, or a reduction along the vocabulary of one row).
+* The per-row parameters cross to the device as ONE ``[rows, 7]`` tensor built on the host
+  (`SamplingBatch`), and what the host already knows (all greedy? any top-k, top-p, penalty?)
+  decides which passes run: no value is read back before the chosen ids (one ``.tolist()``).
+  The repetition penalty reads a per-slot mask of seen ids kept on the device (set from the
+  prompt once, then from each sampled id, without leaving the device).
 * Randomness comes from one ``torch.Generator`` per request, drawn once per sampled token: the
   token is found by inverse-CDF sampling — one uniform number per row, ``searchsorted`` in
   the row's cumulative distribution. The same seed therefore gives the same tokens alone or
@@ -42,71 +47,120 @@ class RowParams:
     repetition_penalty: float
     suppress_eos: bool  # fewer than min_tokens generated so far
     generator: torch.Generator | None  # None for greedy rows
-    seen_ids: torch.Tensor | None = None  # prompt + generated ids, for the repetition penalty
+    seen_ids: torch.Tensor | None = None  # for `sample_rows` only: ids the repetition penalty applies to
 
 
-def sample_rows(logits: torch.Tensor, rows: Sequence[RowParams], eos_ids: torch.Tensor) -> list[int]:
-    """``logits``: ``[len(rows), vocab]``; returns one token id per row."""
-    n = len(rows)
+# Columns of the per-row float parameters (one host tensor per step, copied to the device once).
+_TEMP, _TOP_P, _TOP_K, _PENALTY, _SUPPRESS, _UNIFORM, _GREEDY = range(7)
+
+
+@dataclass(slots=True)
+class SamplingBatch:
+    """One step's sampling parameters, built on the host: ``params`` is ``[rows, 7]`` float32
+    (temperature, top_p, top_k, repetition penalty, suppress-EOS flag, the row's uniform draw,
+    greedy flag),
+    and the flags below are what the host already knows, so the device work needs no look back."""
+
+    params: torch.Tensor
+    all_greedy: bool
+    any_greedy: bool
+    any_penalty: bool
+    any_suppress: bool
+    k_max: int  # the largest top-k among sampled rows (0: no top-k)
+    any_top_p: bool
+
+    @classmethod
+    def build(cls, rows: Sequence[RowParams], *, pin: bool = False) -> SamplingBatch:
+        """One uniform per sampled row from its own generator (on the CPU: the same seed draws
+        the same number on every device)."""
+        values = []
+        for r in rows:
+            greedy = r.generator is None
+            u = 0.0 if greedy else float(torch.rand(1, generator=r.generator))
+            values.append((1.0 if greedy else r.temperature, r.top_p, float(r.top_k),
+                           r.repetition_penalty, 1.0 if r.suppress_eos else 0.0, u, 1.0 if greedy else 0.0))
+        params = torch.tensor(values, dtype=torch.float32).reshape(len(rows), 7)
+        if pin:
+            params = params.pin_memory()
+        sampled = [r for r in rows if r.generator is not None]
+        return cls(
+            params=params,
+            all_greedy=not sampled,
+            any_greedy=len(sampled) < len(rows),
+            any_penalty=any(r.repetition_penalty != 1.0 for r in rows),
+            any_suppress=any(r.suppress_eos for r in rows),
+            k_max=max((r.top_k for r in sampled), default=0),
+            any_top_p=any(r.top_p < 1.0 for r in sampled),
+        )
+
+
+def sample(logits: torch.Tensor, batch: SamplingBatch, eos_ids: torch.Tensor, *,
+           seen: torch.Tensor | None = None, n_valid: int | None = None) -> torch.Tensor:
+    """``logits``: ``[rows, vocab]``; returns the chosen ids as a device tensor ``[rows]``.
+
+    ``seen``: ``[rows, vocab]`` bool, the ids each row's repetition penalty applies to.
+    ``n_valid``: ids from here on are never chosen (rows of the output layer past the tokenizer)."""
+    params = batch.params.to(logits.device, non_blocking=True)
     logits = logits.float()  # in place from here on: the logits are this step's own tensor
+    if n_valid is not None and n_valid < logits.shape[-1]:
+        logits[:, n_valid:] = float("-inf")
 
     # 1. Repetition penalty (transformers' semantics: divide positive logits, multiply negative).
-    for i, r in enumerate(rows):
-        if r.repetition_penalty != 1.0 and r.seen_ids is not None and r.seen_ids.numel():
-            scores = logits[i].gather(0, r.seen_ids)
-            penalized = torch.where(scores < 0, scores * r.repetition_penalty, scores / r.repetition_penalty)
-            logits[i].scatter_(0, r.seen_ids, penalized)
+    if batch.any_penalty and seen is not None:
+        penalty = params[:, _PENALTY, None]
+        scaled = torch.where(logits < 0, logits * penalty, logits / penalty)
+        logits = torch.where(seen, scaled, logits)
 
     # 2. No EOS before min_tokens.
-    suppress = [i for i, r in enumerate(rows) if r.suppress_eos]
-    if suppress and eos_ids.numel():
-        idx = torch.tensor(suppress, device=logits.device)
-        logits[idx[:, None], eos_ids[None, :]] = float("-inf")
+    if batch.any_suppress and eos_ids.numel():
+        eos = logits[:, eos_ids]
+        logits[:, eos_ids] = eos.masked_fill(params[:, _SUPPRESS, None] > 0, float("-inf"))
 
-    greedy = [i for i, r in enumerate(rows) if r.generator is None]
-    if len(greedy) == n:
-        return logits.argmax(dim=-1).tolist()
-    if not greedy:
-        return _sample(logits, rows)
-    out = [0] * n
-    g_idx = torch.tensor(greedy, device=logits.device)
-    for i, tok in zip(greedy, logits.index_select(0, g_idx).argmax(dim=-1).tolist(), strict=True):
-        out[i] = tok
-    sampled = [i for i, r in enumerate(rows) if r.generator is not None]
-    s_idx = torch.tensor(sampled, device=logits.device)
-    for i, tok in zip(sampled, _sample(logits.index_select(0, s_idx), [rows[i] for i in sampled]), strict=True):
-        out[i] = tok
-    return out
+    if batch.all_greedy:
+        return logits.argmax(dim=-1)
+    greedy = logits.argmax(dim=-1) if batch.any_greedy else None
+    chosen = _sample(logits, params, batch)
+    if greedy is not None:
+        chosen = torch.where(params[:, _GREEDY] > 0, greedy, chosen)
+    return chosen
 
 
-def _sample(logits: torch.Tensor, rows: Sequence[RowParams]) -> list[int]:
-    """Sampling rows; works in place on `logits` (the caller's own copy)."""
-    device = logits.device
-    # 3. Temperature.
-    logits.div_(torch.tensor([r.temperature for r in rows], device=device)[:, None])
+def sample_rows(logits: torch.Tensor, rows: Sequence[RowParams], eos_ids: torch.Tensor,
+                n_valid: int | None = None) -> list[int]:
+    """`sample` for rows described one by one (the penalty from each row's ``seen_ids``)."""
+    seen = None
+    if any(r.repetition_penalty != 1.0 and r.seen_ids is not None for r in rows):
+        seen = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+        for i, r in enumerate(rows):
+            if r.seen_ids is not None:
+                seen[i, r.seen_ids.to(logits.device)] = True
+    return sample(logits, SamplingBatch.build(rows), eos_ids.to(logits.device), seen=seen,
+                  n_valid=n_valid).tolist()
+
+
+def _sample(logits: torch.Tensor, params: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
+    """Sampling rows (greedy rows go along and are replaced by the caller); in place on `logits`."""
+    # 3. Temperature (greedy rows carry 1.0).
+    logits.div_(params[:, _TEMP, None])
     # 4. Top-k: everything below the k-th largest logit of the row goes (ties stay, as in transformers).
-    ks = [r.top_k for r in rows]
-    k_max = min(max(ks), logits.shape[-1])
+    k_max = min(batch.k_max, logits.shape[-1])
     if k_max > 0:
         top_vals = logits.topk(k_max, dim=-1).values
-        kth = torch.tensor([min(k, k_max) - 1 if k > 0 else k_max - 1 for k in ks], device=device)
+        ks = params[:, _TOP_K].long()
+        kth = torch.where(ks > 0, ks.clamp(max=k_max) - 1, k_max - 1)
         thresholds = top_vals.gather(1, kth[:, None])
-        no_k = torch.tensor([k <= 0 for k in ks], device=device)[:, None]
-        logits.masked_fill_(~no_k & (logits < thresholds), float("-inf"))
+        logits.masked_fill_((ks[:, None] > 0) & (logits < thresholds), float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     # 5. Top-p.
-    top_p = [r.top_p for r in rows]
-    if min(top_p) < 1.0:
-        p = torch.tensor(top_p, device=device)
+    if batch.any_top_p:
+        p = params[:, _TOP_P]
         tau = nucleus_threshold(probs, p)
         tau = torch.where(p >= 1.0, torch.zeros_like(tau), tau)
         probs.masked_fill_(probs < tau[:, None], 0.0)
     # 6. Inverse-CDF sampling, one uniform per row from the row's own generator.
     cdf = probs.cumsum_(dim=-1)
-    u = torch.cat([torch.rand(1, generator=r.generator) for r in rows]).to(device)
-    target = u * cdf[:, -1]
-    choice = torch.searchsorted(cdf, target[:, None], right=True).clamp_(max=cdf.shape[-1] - 1)
-    return choice[:, 0].tolist()
+    target = params[:, _UNIFORM] * cdf[:, -1]
+    return torch.searchsorted(cdf, target[:, None], right=True).clamp_(max=cdf.shape[-1] - 1)[:, 0]
 
 
 def nucleus_threshold(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:

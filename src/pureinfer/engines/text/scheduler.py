@@ -22,6 +22,7 @@ import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,7 @@ class Sequence:
     n_prompt: int
     channel: Any  # engine-side sink of deltas (channel.Channel)
     state: Any = None  # engine-specific per-request state (generator, output text, cache)
-    kv: Any = None  # the request's KV cache, allocated when it first runs
+    kv: Any = None  # the request's KV cache slot, taken when it first runs
     n_cached: int = 0
     arrival: float = field(default_factory=time.monotonic)
 
@@ -60,7 +61,8 @@ class Plan:
 
 
 class Scheduler:
-    def __init__(self, *, max_running: int, max_waiting: int, max_step_tokens: int) -> None:
+    def __init__(self, *, max_running: int, max_waiting: int, max_step_tokens: int,
+                 release: Callable[[Sequence], None] | None = None) -> None:
         if max_running < 1 or max_waiting < 0 or max_step_tokens < 1:
             raise ValueError("max_running >= 1, max_waiting >= 0 and max_step_tokens >= 1 are required")
         self.max_running = max_running
@@ -70,6 +72,7 @@ class Scheduler:
         self._waiting: deque[Sequence] = deque()
         self._running: list[Sequence] = []
         self._aborted: set[Sequence] = set()
+        self._release = release  # gives a leaving sequence's KV slot back
 
     @property
     def num_running(self) -> int:
@@ -107,7 +110,7 @@ class Scheduler:
             self._waiting.clear()
             self._aborted.clear()
             for seq in seqs:
-                seq.kv = None
+                self._free_kv(seq)
             return seqs
 
     def has_work(self) -> bool:
@@ -144,4 +147,9 @@ class Scheduler:
         else:
             with contextlib.suppress(ValueError):
                 self._waiting.remove(seq)
+        self._free_kv(seq)
+
+    def _free_kv(self, seq: Sequence) -> None:
+        if seq.kv is not None and self._release is not None:
+            self._release(seq)
         seq.kv = None
