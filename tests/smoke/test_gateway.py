@@ -81,6 +81,7 @@ def test_every_gateway_endpoint(product: Product) -> None:
             meta = body["execution_metadata"]
             assert (meta["template_name"], meta["worker_id"], meta["model_used"]) == \
                 ("sdxl_enhance_instruct_sfw", worker_id, "qwen_instruct")
+            assert meta["worker_type"] == "chat"  # the role-`all` worker answered text as its chat side
             assert SHA256.fullmatch(meta["prompt_sha256"]) and meta["prompt_tokens"] > 0
             assert body["request_id"] == request_ids[0]
         g.call("POST", "/enhance-prompt", {"prompt": prompt}, key=CALLER_KEY, check=enhanced,
