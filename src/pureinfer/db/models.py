@@ -31,7 +31,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, list[int]: JSON}
 
 
 class TemplateVersion(Base):
@@ -107,7 +107,8 @@ class AuditRecord(Base):
     Enough to check and reproduce it: the template version, the model, the sampling parameters
     with the seed the worker used, the hash of the messages the gateway sent beside the worker's
     hash of the prompt it rendered from them, the hash of the response, the attempts; previews of
-    the prompt and response, or with `--audit-prompts full` the messages and the response whole."""
+    the prompt and response, or with `--audit-prompts full` the messages and the response whole.
+    For images: the parameters, the seeds actually used, the asset URLs and the timings."""
 
     __tablename__ = "audit_records"
     __table_args__ = (
@@ -142,6 +143,12 @@ class AuditRecord(Base):
     strategy: Mapped[str | None] = mapped_column(String(300), nullable=True)
     messages: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)  # --audit-prompts full
     response_text: Mapped[str | None] = mapped_column(Text, nullable=True)  # --audit-prompts full
+    # Revision 0003 (image requests; worker_type for every request):
+    worker_type: Mapped[str | None] = mapped_column(String(20), nullable=True)  # the type that served it
+    image_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # width, height, steps, ...
+    seeds: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)  # one per image, as used
+    asset_urls: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # generation_time, enhance_ms, ...
 
 
 __all__ = [
