@@ -115,12 +115,14 @@ def test_progress_of_a_running_job(api: webuiapi.WebUIApi, server: LiveServer) -
     seen: dict[str, Any] = {}
     while not done.is_set():
         p = api.get_progress()
-        if p["state"]["job_count"] == 1:
+        if p["state"]["job_count"] == 1 and p["state"]["sampling_step"] >= 1:
             seen = p
             break
     worker.join(timeout=120)
-    assert seen, "the job finished before any progress poll saw it"
+    assert seen, "the job finished before any progress poll saw a denoising step"
     assert seen["state"]["sampling_steps"] == 40 and seen["state"]["job"].startswith("txt2img")
+    assert 0 < seen["progress"] == round(seen["state"]["sampling_step"] / 40, 4) <= 1
+    assert seen["eta_relative"] >= 0
     assert api.get_progress()["state"]["job_count"] == 0
 
 

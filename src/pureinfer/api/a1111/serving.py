@@ -29,7 +29,10 @@ class Job:
     images: int
     started: float = field(default_factory=time.monotonic)
     timestamp: str = field(default_factory=lambda: datetime.now().strftime("%Y%m%d%H%M%S"))
-    step: int = 0  # denoising steps done, when the engine reports them
+    step: int = 0  # denoising steps done, as the engine reports them
+
+    def advance(self, step: int, total: int) -> None:
+        self.step, self.steps = step, total
 
 
 @dataclass
@@ -125,9 +128,10 @@ class A1111Serving:
 
     async def txt2img(self, body: Txt2ImgRequest, request_id: str) -> dict[str, Any]:
         native = self.to_native(body)
-        self.board.begin(Job(request_id, body.steps, body.num_images))
+        job = Job(request_id, body.steps, body.num_images)
+        self.board.begin(job)
         try:
-            result = await self.image.generate(native, request_id)
+            result = await self.image.generate(native, request_id, on_progress=job.advance)
         finally:
             self.board.end(request_id)
         return self._answer(body, result)

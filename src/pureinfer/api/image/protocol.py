@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pureinfer.engines.base import ImageRequest
+from pureinfer.engines.base import ImageRequest, ProgressCallback
 
 Scheduler = Literal["euler", "euler_a", "dpmpp_2m", "ddim"]
 MAX_SEED = 2**32 - 1
@@ -52,12 +52,12 @@ class ImageGenerateRequest(BaseModel):
     _prompt = field_validator("prompt")(_non_blank)
 
     def to_engine_request(self, request_id: str, *, seed: int, width: int, height: int,
-                          deadline: float | None) -> ImageRequest:
+                          deadline: float | None, on_progress: ProgressCallback | None = None) -> ImageRequest:
         """The engine's request, once serving has settled the seed and size and checked the limits."""
         return ImageRequest(
             request_id=request_id, prompt=self.prompt, negative_prompt=self.negative_prompt or "",
             width=width, height=height, steps=self.steps, cfg_scale=self.cfg_scale, seed=seed,
-            num_images=self.num_images, scheduler=self.scheduler, deadline=deadline,
+            num_images=self.num_images, scheduler=self.scheduler, deadline=deadline, on_progress=on_progress,
         )
 
 

@@ -33,7 +33,7 @@ from pureinfer.api.image.protocol import (
     ImageMetadata,
     TokenCounts,
 )
-from pureinfer.engines.base import ImageEngine, ImageRequest, ImageResult
+from pureinfer.engines.base import ImageEngine, ImageRequest, ImageResult, ProgressCallback
 from pureinfer.errors import InvalidPayload, PureInferError, TokenLimitExceeded
 from pureinfer.logging import prompt_for_log, request_id_var
 from pureinfer.settings import WorkerSettings
@@ -110,28 +110,38 @@ class ImageServing:
         )
 
     def validate(self, req: ImageGenerateRequest, request_id: str, size_field: str | None,
-                 admitted_at: float) -> ValidImageRequest:
-        """Everything checked once; the seed drawn when the caller sent -1 (image i uses seed + i)."""
+                 admitted_at: float, on_progress: ProgressCallback | None = None) -> ValidImageRequest:
+        """Everything checked once; the seed drawn when the caller sent -1 (image i uses seed + i).
+        `on_progress(step, total)` runs on the event loop after each denoising step."""
         width, height = self.resolve_size(req, size_field)
         tokens = self.count_tokens(req)
         seed = req.seed if req.seed >= 0 else secrets.randbelow(2**32 - req.num_images)
+        engine_progress: ProgressCallback | None = None
+        if on_progress is not None:  # the engine calls from its thread: hand each call to the loop
+            loop = asyncio.get_running_loop()
+
+            def engine_progress(step: int, total: int) -> None:
+                loop.call_soon_threadsafe(on_progress, step, total)
         request = req.to_engine_request(request_id, seed=seed, width=width, height=height,
-                                        deadline=admitted_at + self.settings.request_timeout_s)
+                                        deadline=admitted_at + self.settings.request_timeout_s,
+                                        on_progress=engine_progress)
         return ValidImageRequest(request, tokens, req.output)
 
     # -- generation ------------------------------------------------------------------------------
 
     async def generate(self, req: ImageGenerateRequest, request_id: str, *, size_field: str | None = None,
-                       base_url: str | None = None) -> dict[str, Any]:
+                       base_url: str | None = None, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
         """The native response for `req`. `base_url`: how the client reached us (for local file
-        URLs when no public base URL is configured); `size_field`: the field that carried the size."""
+        URLs when no public base URL is configured); `size_field`: the field that carried the size;
+        `on_progress(step, total)`: called on the event loop after each denoising step."""
         t0 = time.monotonic()
         # Log records carry the request id through the context variable (set here when the caller,
         # e.g. a queue consumer, did not), never through `extra`, which the record factory owns.
         token = request_id_var.set(request_id) if request_id_var.get() is None else None
         try:
             with self.admission.acquire("image"):
-                response = await self._generate(self.validate(req, request_id, size_field, t0), base_url, t0)
+                response = await self._generate(self.validate(req, request_id, size_field, t0, on_progress),
+                                                 base_url, t0)
         except BaseException as exc:
             self._failures += 1
             outcome = exc.code.value if isinstance(exc, PureInferError) else type(exc).__name__
