@@ -23,6 +23,7 @@ from pureinfer.db.store import Store, open_store
 from pureinfer.gateway.audit.router import router as audit_router
 from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
+from pureinfer.gateway.ollama.router import router as ollama_router
 from pureinfer.gateway.prompting.router import router as prompting_router
 from pureinfer.gateway.prompting.service import PromptingService
 from pureinfer.gateway.settings import GatewaySettings
@@ -136,6 +137,7 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
                 "audit": gw.audit.status()}
 
     app.include_router(prompting_router)
+    app.include_router(ollama_router)
     app.include_router(templates_router)
     app.include_router(workers_router)
     app.include_router(audit_router)
