@@ -104,11 +104,41 @@ def test_every_gateway_endpoint(product: Product) -> None:
         g.call("POST", "/chat", {"message": "hi", "max_tokens": 4, "stream": True}, key=CALLER_KEY, check=chat_stream,
                request_id=request_ids[2])
 
+        # -- Ollama's API: the same chat path, in Ollama's shapes (NDJSON streams by default) ------------
+        ollama_ids = [f"smoke-{uuid.uuid4().hex}" for _ in range(3)]
+        request_ids += ollama_ids
+        turns = [{"role": "user", "content": "hi"}]
+
+        def ollama_done(r: httpx.Response) -> None:
+            body = r.json()
+            assert body["done"] is True and body["template_name"] == "playground_chat_sfw"
+            assert SHA256.fullmatch(body["prompt_sha256"]) and body["eval_count"] >= 1
+            assert body["worker_id"] == worker_id and isinstance(body.get("message", body.get("response")), dict | str)
+        g.call("POST", "/api/chat", {"model": "qwen_instruct", "messages": turns, "stream": False,
+                                     "options": {"num_predict": 4}}, key=CALLER_KEY, check=ollama_done,
+               request_id=ollama_ids[0])
+
+        def ollama_stream(r: httpx.Response) -> None:
+            assert r.headers["content-type"].startswith("application/x-ndjson")
+            lines = [json.loads(line) for line in r.text.splitlines() if line]
+            assert lines[-1]["done"] is True and SHA256.fullmatch(lines[-1]["prompt_sha256"])
+        g.call("POST", "/api/chat", {"model": "qwen_instruct", "messages": turns, "options": {"num_predict": 4}},
+               key=CALLER_KEY, check=ollama_stream, request_id=ollama_ids[1])
+        g.call("POST", "/api/generate", {"model": "qwen_instruct", "prompt": "hi", "stream": False,
+                                         "options": {"num_predict": 4}}, key=CALLER_KEY, check=ollama_done,
+               request_id=ollama_ids[2])
+        g.call("GET", "/api/tags", key=CALLER_KEY,
+               check=lambda r: _assert([m["name"] for m in r.json()["models"]] == ["qwen_instruct"]))
+        g.call("POST", "/api/show", {"model": "qwen_instruct"}, key=CALLER_KEY,
+               check=lambda r: _assert(r.json()["details"]["family"] == "qwen_instruct"))
+        g.call("GET", "/api/version", key=CALLER_KEY, check=lambda r: _assert(r.json() == {"version": "0.1.0"}))
+
         # -- the audit trail holds every call, failed or not (written in the background: a bounded wait)
         def audited(r: httpx.Response) -> dict[str, tuple[str, int]]:
             return {a["request_id"]: (a["endpoint"], a["status"]) for a in r.json()["records"]
                     if a["request_id"] in request_ids}
-        expected = dict(zip(request_ids, [("enhance-prompt", 200), ("chat", 200), ("chat", 200)], strict=True))
+        expected = dict(zip(request_ids, [("enhance-prompt", 200), ("chat", 200), ("chat", 200), ("ollama/chat", 200),
+                                          ("ollama/chat", 200), ("ollama/generate", 200)], strict=True))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             page = g.http.get("/audit", params={"limit": 1000}, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
