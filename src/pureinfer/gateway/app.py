@@ -1,6 +1,7 @@
 """The gateway app: `create_app(GatewaySettings(...))`.
 
-`Gateway` holds the parts (store, template service, registry, client, audit writer) on
+`Gateway` holds the parts (store, template service, registry, client, audit writer, the
+prompting and image services) on
 `app.state.gateway`; the lifespan opens the store (running migrations), loads the registry,
 and runs the health-check and audit loops. Errors leave as the one envelope
 (`errors.envelope`), with Retry-After where the error carries one.
@@ -23,6 +24,8 @@ from pureinfer.db.store import Store, open_store
 from pureinfer.gateway.audit.router import router as audit_router
 from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
+from pureinfer.gateway.images.router import router as images_router
+from pureinfer.gateway.images.service import ImageService
 from pureinfer.gateway.ollama.router import router as ollama_router
 from pureinfer.gateway.prompting.router import router as prompting_router
 from pureinfer.gateway.prompting.service import PromptingService
@@ -63,6 +66,7 @@ class Gateway:
                                  max_buffer=settings.audit_max_buffer, retention_days=settings.audit_retention_days,
                                  store_timeout_s=settings.store_timeout_s)
         self.prompting = PromptingService(self.templates, self.client, self.audit, settings)
+        self.images = ImageService(self.client, self.prompting, self.audit, settings)
 
 
 class RequestIdMiddleware:
@@ -137,6 +141,7 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
                 "audit": gw.audit.status()}
 
     app.include_router(prompting_router)
+    app.include_router(images_router)
     app.include_router(ollama_router)
     app.include_router(templates_router)
     app.include_router(workers_router)
