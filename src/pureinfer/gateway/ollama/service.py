@@ -47,7 +47,7 @@ class OllamaGateway:
     def models(self) -> list[str]:
         """Every text model the registered workers serve (healthy or not: a model does not leave
         the list while its worker restarts)."""
-        return sorted({m for w in self.registry.workers.values() if w.serves(WORKER_TYPE) for m in w.models})
+        return sorted({m for w in self.registry.workers.values() if w.serves(WORKER_TYPE) for m in w.text_models()})
 
     def check_model(self, name: str) -> str:
         alias = name.removesuffix(":latest")
