@@ -30,6 +30,8 @@ from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
 from pureinfer.gateway.images.router import router as images_router
 from pureinfer.gateway.images.service import ImageService
+from pureinfer.gateway.metrics import GatewayMetrics, MetricsMiddleware, gateway_families
+from pureinfer.gateway.metrics import router as metrics_router
 from pureinfer.gateway.ollama.router import router as ollama_router
 from pureinfer.gateway.prompting.router import router as prompting_router
 from pureinfer.gateway.prompting.service import PromptingService
@@ -51,8 +53,9 @@ class Gateway:
     """The gateway's parts, built once per app."""
 
     def __init__(self, settings: GatewaySettings, store: Store, http: httpx.AsyncClient, pins: AddressPins,
-                 url_policy: UrlPolicy | None = None) -> None:
+                 url_policy: UrlPolicy | None = None, metrics: GatewayMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or GatewayMetrics()
         self.store = store
         self.http = http
         # Registration has its own secret, never the worker signing secret: a worker holding the
@@ -108,8 +111,9 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
         store = await asyncio.to_thread(open_store, settings.effective_database_url)
         pins = AddressPins()  # the registry validates worker addresses, the client connects to them only
         http = worker_http_client(pins)
-        gw = Gateway(settings, store, http, pins, url_policy)
+        gw = Gateway(settings, store, http, pins, url_policy, metrics)
         app.state.gateway = gw
+        metrics.add_collector("gateway", lambda: gateway_families(gw))
         tasks = [asyncio.create_task(gw.audit.run(), name="audit-writer")]
         try:
             await gw.registry.refresh()
@@ -132,8 +136,11 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
             await http.aclose()
             await asyncio.to_thread(store.dispose)
 
+    metrics = GatewayMetrics()  # this app's own registry (metrics.py)
     app = FastAPI(title="pureinfer gateway", version="0.1.0", lifespan=lifespan)
+    app.state.metrics = metrics
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # 413 before any body is parsed
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outside the body limit: 413s are counted
     app.add_middleware(RequestIdMiddleware)  # outermost: the 413 carries the request id too
 
     # the one envelope, as on the workers; A1111's shape on A1111's paths
@@ -153,4 +160,5 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
     app.include_router(templates_router)
     app.include_router(workers_router)
     app.include_router(audit_router)
+    app.include_router(metrics_router)
     return app
