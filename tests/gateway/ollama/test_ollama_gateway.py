@@ -108,6 +108,7 @@ def test_streams_are_ndjson(client: ollama.Client, gateway: LiveServer) -> None:
         lines = [json.loads(line) for line in resp.iter_lines() if line]
     assert "".join(x.get("response", "") for x in lines) == whole.message.content  # same turns, same seed
     assert lines[-1]["done"] is True and lines[-1]["template_name"] == "chat" and len(lines[-1]["prompt_sha256"]) == 64
+    assert lines[-1]["total_duration"] > 0 and lines[-1]["eval_count"] >= 1
     row = _audit_row(gateway, "ollama-gw-2")
     assert row["endpoint"] == "ollama/generate" and row["status"] == 200
 

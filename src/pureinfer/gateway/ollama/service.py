@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -192,7 +193,9 @@ class OllamaGateway:
                 if isinstance(event.get("error"), dict):
                     yield event["error"]  # the envelope: `error` is its message, as Ollama's is
                 elif "finish_reason" in event:
-                    final = self._final(kind, model, {**event, "request_id": request_id}, "")
+                    latency_ms = (time.perf_counter() - relay.it.started) * 1000  # since the gateway took it
+                    final = self._final(kind, model, {**event, "request_id": request_id,
+                                                      "execution_metadata": {"gateway_latency_ms": latency_ms}}, "")
                     yield {**final, **template}
                 elif isinstance(event.get("text"), str):
                     yield {**self._piece(kind, model, event["text"]), "done": False}
