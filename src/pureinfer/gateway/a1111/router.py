@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from pureinfer.gateway.a1111.protocol import Txt2ImgRequest
 from pureinfer.gateway.a1111.service import A1111Gateway
 from pureinfer.gateway.auth import caller_dep
+from pureinfer.gateway.images.router import _unless_disconnected as unless_disconnected  # /generate-image's
 
 PREFIX = "/sdapi/v1"
 router = APIRouter(prefix=PREFIX, tags=["a1111"])
@@ -22,9 +23,10 @@ def _service(request: Request) -> A1111Gateway:
 
 
 @router.post("/txt2img")
-async def txt2img(request: Request, body: Txt2ImgRequest, caller: str | None = Depends(caller_dep)) -> dict[str, Any]:
-    """Text to image on a healthy image worker: base64 PNGs, `parameters`, `info` (a JSON string)."""
-    return await _service(request).txt2img(body, request.state.request_id, caller)
+async def txt2img(request: Request, body: Txt2ImgRequest, caller: str | None = Depends(caller_dep)) -> Any:
+    """Text to image on a healthy image worker: base64 PNGs, `parameters`, `info` (a JSON string).
+    A caller that leaves first cancels the generation, as on /generate-image (audit: 499)."""
+    return await unless_disconnected(request, _service(request).txt2img(body, request.state.request_id, caller))
 
 
 @router.get("/sd-models")
