@@ -29,3 +29,20 @@ def test_round_trip_keeps_code_and_details() -> None:
     assert isinstance(back, TokenLimitExceeded) and back.details == {"n_ctx": 5} and back.message == "too long"
     assert isinstance(from_envelope({"error_code": "NOPE"}), Exception)
     assert isinstance(from_envelope(envelope(PayloadTooLarge("b"), None), 413), PayloadTooLarge)
+
+
+def test_error_shapes_pick_the_longest_prefix() -> None:
+    from pureinfer.errors import InvalidPayload, envelope
+    from pureinfer.http_errors import ErrorShapes
+
+    def short(err, rid):  # noqa: ANN001, ANN202
+        return {"short": err.message}
+
+    def long(err, rid):  # noqa: ANN001, ANN202
+        return {"long": err.message, "rid": rid}
+
+    shapes = ErrorShapes({"/sdapi/": short, "/sdapi/v1/": long})
+    err = InvalidPayload("bad")
+    assert shapes.for_path("/sdapi/v1/txt2img")(err, "r") == {"long": "bad", "rid": "r"}
+    assert shapes.for_path("/sdapi/v2")(err, "r") == {"short": "bad"}
+    assert shapes.for_path("/chat")(err, "r") == envelope(err, "r")

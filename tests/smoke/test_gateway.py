@@ -135,6 +135,56 @@ def test_every_gateway_endpoint(product: Product) -> None:
                key=CALLER_KEY, request_id=request_ids[5], check=lambda r: _assert(
                    len(r.json()["data"]) == 2 and all(d["url"].endswith(".png") for d in r.json()["data"])))
 
+        # -- Ollama's API: the same chat path, in Ollama's shapes (NDJSON streams by default) ------------
+        ollama_ids = [f"smoke-{uuid.uuid4().hex}" for _ in range(3)]
+        request_ids += ollama_ids
+        turns = [{"role": "user", "content": "hi"}]
+
+        def ollama_done(r: httpx.Response) -> None:
+            body = r.json()
+            assert body["done"] is True and body["template_name"] == "playground_chat_sfw"
+            assert SHA256.fullmatch(body["prompt_sha256"]) and body["eval_count"] >= 1
+            assert body["worker_id"] == worker_id and isinstance(body.get("message", body.get("response")), dict | str)
+        g.call("POST", "/api/chat", {"model": "qwen_instruct", "messages": turns, "stream": False,
+                                     "options": {"num_predict": 4}}, key=CALLER_KEY, check=ollama_done,
+               request_id=ollama_ids[0])
+
+        def ollama_stream(r: httpx.Response) -> None:
+            assert r.headers["content-type"].startswith("application/x-ndjson")
+            lines = [json.loads(line) for line in r.text.splitlines() if line]
+            assert lines[-1]["done"] is True and SHA256.fullmatch(lines[-1]["prompt_sha256"])
+        g.call("POST", "/api/chat", {"model": "qwen_instruct", "messages": turns, "options": {"num_predict": 4}},
+               key=CALLER_KEY, check=ollama_stream, request_id=ollama_ids[1])
+        g.call("POST", "/api/generate", {"model": "qwen_instruct", "prompt": "hi", "stream": False,
+                                         "options": {"num_predict": 4}}, key=CALLER_KEY, check=ollama_done,
+               request_id=ollama_ids[2])
+        g.call("GET", "/api/tags", key=CALLER_KEY,
+               check=lambda r: _assert([m["name"] for m in r.json()["models"]] == ["qwen_instruct"]))
+        g.call("POST", "/api/show", {"model": "qwen_instruct"}, key=CALLER_KEY,
+               check=lambda r: _assert(r.json()["details"]["family"] == "qwen_instruct"))
+        g.call("GET", "/api/version", key=CALLER_KEY, check=lambda r: _assert(r.json() == {"version": "0.1.0"}))
+
+        # -- A1111's API: the same image path, in A1111's shapes ----------------------------------------
+        a1111_id = f"smoke-{uuid.uuid4().hex}"
+        request_ids.append(a1111_id)
+
+        def txt2img(r: httpx.Response) -> None:
+            body = r.json()
+            info = json.loads(body["info"])
+            assert info["all_seeds"] == [7, 8] and len(body["images"]) == 2 and info["worker_id"] == worker_id
+            assert "Seed: 8" in info["infotexts"][1] and body["parameters"]["sampler_name"] == "Euler a"
+        g.call("POST", "/sdapi/v1/txt2img", {"prompt": prompt, "width": 64, "height": 64, "steps": 2, "seed": 7,
+                                             "batch_size": 2, "sampler_name": "Euler a"}, key=CALLER_KEY,
+               check=txt2img, request_id=a1111_id)
+        g.call("GET", "/sdapi/v1/sd-models", key=CALLER_KEY, check=lambda r: _assert(isinstance(r.json(), list)))
+        g.call("GET", "/sdapi/v1/samplers", key=CALLER_KEY,
+               check=lambda r: _assert("Euler a" in {s["name"] for s in r.json()}))
+        g.call("GET", "/sdapi/v1/progress", key=CALLER_KEY,
+               check=lambda r: _assert(r.json()["state"]["job_count"] == 0))
+        g.call("GET", "/sdapi/v1/options", key=CALLER_KEY,
+               check=lambda r: _assert(r.json()["samples_format"] == "png"))
+        g.call("POST", "/sdapi/v1/options", {"samples_format": "png"}, key=CALLER_KEY)
+
         # -- the audit trail holds every call, failed or not (written in the background: a bounded wait)
         def audited(r: httpx.Response) -> dict[str, list[tuple[str, int]]]:
             rows: dict[str, list[tuple[str, int]]] = {}
@@ -144,7 +194,9 @@ def test_every_gateway_endpoint(product: Product) -> None:
             return {rid: sorted(v) for rid, v in rows.items()}
         expected = dict(zip(request_ids, [
             [("enhance-prompt", 200)], [("chat", 200)], [("chat", 200)], [("generate-image", 200)],
-            [("enhance-prompt", 200), ("generate-image", 200)], [("images-generations", 200)]], strict=True))
+            [("enhance-prompt", 200), ("generate-image", 200)], [("images-generations", 200)],
+            [("ollama/chat", 200)], [("ollama/chat", 200)], [("ollama/generate", 200)], [("a1111/txt2img", 200)]],
+            strict=True))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             page = g.http.get("/audit", params={"limit": 1000}, headers={"Authorization": f"Bearer {ADMIN_KEY}"})

@@ -4,6 +4,7 @@ OpenAPI document (a new endpoint without a call here fails), and a log without t
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -143,6 +144,49 @@ def test_every_worker_endpoint(product: Product) -> None:
         if generated is not None:
             w.fetch(generated.json()["data"][0]["url"], check=png)
 
+        # -- Ollama's API (NDJSON streams by default) ---------------------------------------------------
+        def ollama_done(field: str):
+            def check(r: httpx.Response) -> None:
+                body = r.json()
+                assert body["done"] is True and body["model"] == "qwen_instruct" and body["eval_count"] >= 1
+                text = body["message"]["content"] if field == "message" else body["response"]
+                assert isinstance(text, str) and SHA256.fullmatch(body["prompt_sha256"])
+                assert body["seed"] == 3 and body["request_id"] == r.headers["x-request-id"]
+            return check
+        options = {"num_predict": 4, "seed": 3}
+        w.call("POST", "/api/chat", {"model": "qwen_instruct", "messages": MESSAGES, "options": options,
+                                     "stream": False}, check=ollama_done("message"))
+
+        def ollama_stream(r: httpx.Response) -> None:
+            assert r.headers["content-type"].startswith("application/x-ndjson")
+            lines = [json.loads(line) for line in r.text.splitlines() if line]
+            assert lines[-1]["done"] is True and all(x["done"] is False for x in lines[:-1])
+            assert SHA256.fullmatch(lines[-1]["prompt_sha256"])
+        w.call("POST", "/api/chat", {"model": "qwen_instruct", "messages": MESSAGES, "options": options},
+               check=ollama_stream)
+        w.call("POST", "/api/generate", {"model": "qwen_instruct", "prompt": "A sunset", "options": options,
+                                         "stream": False}, check=ollama_done("response"))
+        w.call("GET", "/api/tags", check=lambda r: _assert([m["name"] for m in r.json()["models"]] == ["qwen_instruct"]))
+        w.call("POST", "/api/show", {"model": "qwen_instruct"},
+               check=lambda r: _assert(r.json()["model_info"]["pureinfer.context_length"] > 0))
+        w.call("GET", "/api/version", check=fields(version="0.1.0"))
+
+        # -- A1111's API ------------------------------------------------------------------------------------
+        def txt2img(r: httpx.Response) -> None:
+            body = r.json()
+            info = json.loads(body["info"])
+            assert info["all_seeds"] == [7, 8] and info["sd_model_name"] == "pureinfer-demo-sdxl"
+            assert len(body["images"]) == 2 and body["parameters"]["batch_size"] == 2
+            assert base64.b64decode(body["images"][0]).startswith(b"\x89PNG")
+        w.call("POST", "/sdapi/v1/txt2img", {"prompt": "a fox", "batch_size": 2, "sampler_name": "Euler a", **IMAGE},
+               check=txt2img)
+        w.call("GET", "/sdapi/v1/sd-models",
+               check=lambda r: _assert([m["title"] for m in r.json()] == ["pureinfer-demo-sdxl"]))
+        w.call("GET", "/sdapi/v1/samplers", check=lambda r: _assert("Euler a" in {s["name"] for s in r.json()}))
+        w.call("GET", "/sdapi/v1/progress", check=lambda r: _assert(r.json()["state"]["job_count"] == 0))
+        w.call("GET", "/sdapi/v1/options", check=fields(sd_model_checkpoint="pureinfer-demo-sdxl"))
+        w.call("POST", "/sdapi/v1/options", {"sd_model_checkpoint": "pureinfer-demo-sdxl"})
+
         # -- after the work: its counters -------------------------------------------------------------
         def metrics(r: httpx.Response) -> None:
             assert r.headers["content-type"].startswith("text/plain")
@@ -153,12 +197,16 @@ def test_every_worker_endpoint(product: Product) -> None:
         def status(r: httpx.Response) -> None:
             body = r.json()
             assert (body["status"], body["worker_info"]["type"]) == ("operational", "all")
-            assert body["performance"]["image"]["images_generated"] - images_before == 3
+            assert body["performance"]["image"]["images_generated"] - images_before == 5
         w.call("GET", "/status", check=status)
 
         assert not w.failures, "\n".join(w.failures) + "\n\nworker log:\n" + product.worker.log_tail()
         assert not w.uncalled(), f"routes of the worker's OpenAPI document without a smoke call: {w.uncalled()}"
     assert not product.worker.problems(), product.worker.problems()
+
+
+def _assert(condition: bool, message: str = "") -> None:
+    assert condition, message
 
 
 def _images_generated(w: SmokeClient) -> int:

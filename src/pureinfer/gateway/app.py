@@ -21,6 +21,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pureinfer.asgi import BodyLimit
 from pureinfer.db.store import Store, open_store
+from pureinfer.gateway.a1111.protocol import a1111_error
+from pureinfer.gateway.a1111.router import PREFIX as A1111_PREFIX
+from pureinfer.gateway.a1111.router import router as a1111_router
+from pureinfer.gateway.a1111.service import JobBoard
 from pureinfer.gateway.audit.router import router as audit_router
 from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
@@ -28,6 +32,7 @@ from pureinfer.gateway.images.router import router as images_router
 from pureinfer.gateway.images.service import ImageService
 from pureinfer.gateway.metrics import GatewayMetrics, MetricsMiddleware, gateway_families
 from pureinfer.gateway.metrics import router as metrics_router
+from pureinfer.gateway.ollama.router import router as ollama_router
 from pureinfer.gateway.prompting.router import router as prompting_router
 from pureinfer.gateway.prompting.service import PromptingService
 from pureinfer.gateway.settings import GatewaySettings
@@ -38,7 +43,7 @@ from pureinfer.gateway.workers.registry import WorkerRegistry
 from pureinfer.gateway.workers.router import router as workers_router
 from pureinfer.gateway.workers.transport import AddressPins, worker_http_client
 from pureinfer.gateway.workers.urls import UrlPolicy
-from pureinfer.http_errors import install_error_handlers
+from pureinfer.http_errors import ErrorShapes, install_error_handlers
 from pureinfer.logging import request_id_from, request_id_var
 
 log = logging.getLogger("pureinfer.gateway")
@@ -69,6 +74,7 @@ class Gateway:
                                  store_timeout_s=settings.store_timeout_s)
         self.prompting = PromptingService(self.templates, self.client, self.audit, settings)
         self.images = ImageService(self.client, self.prompting, self.audit, settings)
+        self.a1111_jobs = JobBoard()  # txt2img jobs in flight, for A1111's progress route
 
 
 class RequestIdMiddleware:
@@ -137,7 +143,8 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outside the body limit: 413s are counted
     app.add_middleware(RequestIdMiddleware)  # outermost: the 413 carries the request id too
 
-    install_error_handlers(app)  # the one envelope, as on the workers
+    # the one envelope, as on the workers; A1111's shape on A1111's paths
+    install_error_handlers(app, ErrorShapes({A1111_PREFIX + "/": a1111_error}))
 
     @app.get("/health", tags=["ops"])
     async def health(request: Request) -> dict[str, Any]:
@@ -148,6 +155,8 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
 
     app.include_router(prompting_router)
     app.include_router(images_router)
+    app.include_router(ollama_router)
+    app.include_router(a1111_router)
     app.include_router(templates_router)
     app.include_router(workers_router)
     app.include_router(audit_router)

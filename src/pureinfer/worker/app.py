@@ -22,7 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from pureinfer.api.native.router import build_text_router
 from pureinfer.api.native.serving import TextLimits, TextServing
 from pureinfer.engines.base import TextEngine
-from pureinfer.http_errors import install_error_handlers
+from pureinfer.http_errors import ErrorShapes, install_error_handlers
 from pureinfer.security import ApiKeys, SignatureVerifier
 from pureinfer.settings import WorkerSettings
 from pureinfer.worker.middleware import Guard, RequestContext
@@ -36,7 +36,8 @@ log = logging.getLogger("pureinfer.worker")
 OPEN_PATHS = frozenset({"/health/live", "/health/ready"})
 # Image files are capability URLs (unguessable names), fetched by browsers without our headers.
 OPEN_PREFIXES = ("/files/",)
-WORK_ENDPOINTS = {"/chat", "/enhance", "/generate", "/v1/chat/completions", "/v1/images/generations"}
+WORK_ENDPOINTS = {"/chat", "/enhance", "/generate", "/v1/chat/completions", "/v1/images/generations",
+                  "/api/chat", "/api/generate", "/sdapi/v1/txt2img"}
 
 
 def create_app(settings: WorkerSettings, *, text_engines: dict[str, TextEngine] | None = None,
@@ -76,17 +77,22 @@ def create_app(settings: WorkerSettings, *, text_engines: dict[str, TextEngine] 
     app = FastAPI(title="pureinfer worker", version="0.1.0", lifespan=lifespan,
                   description="Pure inference: the worker runs exactly the messages it is given.")
     app.state.runtime = runtime
-    install_error_handlers(app)
+    shapes = _error_shapes(role.serves_images)
+    install_error_handlers(app, shapes)
 
     if role.serves_text:
         app.include_router(build_text_router(runtime.require_text, mount_generate=(role.value == "chat")))
+        from pureinfer.api.ollama.router import build_ollama_router
         from pureinfer.api.openai.router import build_openai_router
 
         app.include_router(build_openai_router(runtime.require_text))
+        app.include_router(build_ollama_router(runtime.require_text))
     if role.serves_images:
+        from pureinfer.api.a1111.router import build_a1111_router
         from pureinfer.api.image.router import build_image_router
 
         app.include_router(build_image_router(runtime.require_image, mount_generate=(role.value == "image")))
+        app.include_router(build_a1111_router(runtime.require_image))
     if role.value == "all":
         from pureinfer.worker.generate_dispatch import build_dispatch_router
 
@@ -99,11 +105,22 @@ def create_app(settings: WorkerSettings, *, text_engines: dict[str, TextEngine] 
         Guard, max_body_bytes=settings.max_body_bytes, keys=ApiKeys(settings.api_keys),
         verifier=SignatureVerifier(settings.signing_secret, settings.signature_max_skew_s)
         if settings.signing_secret else None,
-        open_paths=OPEN_PATHS, open_prefixes=OPEN_PREFIXES,
+        open_paths=OPEN_PATHS, open_prefixes=OPEN_PREFIXES, shapes=shapes,
     )
     app.add_middleware(RequestContext, endpoints=set(endpoints),
                        work_endpoints=WORK_ENDPOINTS, window=runtime.window)
     return app
+
+
+def _error_shapes(serves_images: bool) -> ErrorShapes:
+    """Our envelope everywhere (its `error` is the message, which is Ollama's shape too), but
+    A1111's shape on A1111's paths."""
+    if not serves_images:
+        return ErrorShapes()
+    from pureinfer.api.a1111.protocol import a1111_error
+    from pureinfer.api.a1111.router import PREFIX
+
+    return ErrorShapes({PREFIX + "/": a1111_error})
 
 
 def _endpoints(app: FastAPI) -> list[str]:

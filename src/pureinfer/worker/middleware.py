@@ -16,7 +16,7 @@ import time
 from pureinfer import metrics
 from pureinfer.asgi import ASGIApp, Message, Receive, Scope, Send, read_body, replaying
 from pureinfer.errors import PureInferError
-from pureinfer.http_errors import error_response
+from pureinfer.http_errors import ErrorShapes, error_response
 from pureinfer.logging import request_id_from, request_id_var
 from pureinfer.security import SIGNATURE_HEADER, TIMESTAMP_HEADER, ApiKeys, SignatureVerifier, presented_key
 
@@ -72,8 +72,10 @@ class RequestContext:
 
 class Guard:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, keys: ApiKeys, verifier: SignatureVerifier | None,
-                 open_paths: frozenset[str], open_prefixes: tuple[str, ...] = ()) -> None:
+                 open_paths: frozenset[str], open_prefixes: tuple[str, ...] = (),
+                 shapes: ErrorShapes | None = None) -> None:
         self.app = app
+        self.shapes = shapes or ErrorShapes()
         self.max_body_bytes = max_body_bytes
         self.keys = keys
         self.verifier = verifier
@@ -92,7 +94,7 @@ class Guard:
             body = await read_body(scope, receive, self.max_body_bytes)
             self._authenticate(scope, body)
         except PureInferError as exc:
-            await error_response(exc, rid)(scope, receive, send)
+            await error_response(exc, rid, self.shapes.for_path(scope["path"]))(scope, receive, send)
             return
         await self.app(scope, replaying(body, receive), send)
 

@@ -21,8 +21,8 @@ ARCHITECTURE = "pure_inference_engine"
 MAX_STOP_STRINGS = 4
 SEED_MAX = 2**63 - 1
 
-# Where a text request came in: the native endpoints, or OpenAI's chat completions.
-Surface = Literal["chat", "enhance", "generate", "openai"]
+# Where a text request came in: the native endpoints, OpenAI's chat completions, or Ollama's API.
+Surface = Literal["chat", "enhance", "generate", "openai", "ollama"]
 
 
 @dataclass(frozen=True)
@@ -39,19 +39,22 @@ class Defaults:
 
 _NATIVE = Defaults(max_tokens=512, temperature=0.7, top_p=0.9, top_k=0, min_tokens=0, repetition_penalty=1.0)
 # Every default of a text request. The native endpoints keep WORKER_API.md's values (an
-# enhanced prompt is short: 200 tokens); the OpenAI surface keeps OpenAI's temperature and top_p.
+# enhanced prompt is short: 200 tokens); the OpenAI surface keeps OpenAI's temperature and top_p,
+# the Ollama surface Ollama's temperature, top_p and top_k (its num_predict -1, "until the context
+# is full", has no counterpart: a request without num_predict gets the native 512 tokens).
 DEFAULTS: dict[Surface, Defaults] = {
     "chat": _NATIVE,
     "enhance": replace(_NATIVE, max_tokens=200),
     "generate": _NATIVE,
     "openai": replace(_NATIVE, temperature=1.0, top_p=1.0),
+    "ollama": replace(_NATIVE, temperature=0.8, top_p=0.9, top_k=40),
 }
 
 
 def _defaults_doc(name: str) -> str:
     values = {surface: getattr(d, name) for surface, d in DEFAULTS.items()}
-    return "Default: " + ", ".join(f"{v} ({'/v1/chat/completions' if s == 'openai' else '/' + s})"
-                                   for s, v in values.items())
+    paths = {"openai": "/v1/chat/completions", "ollama": "/api/chat, /api/generate"}
+    return "Default: " + ", ".join(f"{v} ({paths.get(s, '/' + s)})" for s, v in values.items())
 
 
 class Message(BaseModel):

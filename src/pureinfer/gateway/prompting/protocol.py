@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pureinfer.gateway.bounds import MAX_SQL_BIGINT
+from pureinfer.gateway.bounds import MAX_SQL_BIGINT, MAX_SQL_INT
 from pureinfer.gateway.templates.protocol import SelectionKey, TemplateView
 
 
@@ -96,7 +96,20 @@ class ChatRequest(Sampling):
     content_mode: Literal["sfw", "nsfw"] = "sfw"
     use_case: str = Field("chat", min_length=1, max_length=50)
     max_tokens: int | None = Field(None, ge=1, le=32_768, description="default: the template's token_limit")
+    top_k: int | None = Field(None, ge=0, le=MAX_SQL_INT, description="default: the worker's (off)")
+    stop: list[str] | None = Field(None, max_length=4, description="up to 4 stop strings")
     stream: bool = False
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_strings(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not s or len(s) > 200 for s in value):
+            raise ValueError("stop strings must be 1 to 200 characters")
+        return value
+
+    def sampling(self) -> dict[str, Any]:
+        extra = {k: v for k, v in (("top_k", self.top_k), ("stop", self.stop)) if v is not None}
+        return {**super().sampling(), **extra}
 
     def key(self, default_enhancer: str) -> SelectionKey:
         return SelectionKey(self.target_model, self.enhancer_model or default_enhancer, self.job_type,

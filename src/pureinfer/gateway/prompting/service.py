@@ -290,9 +290,11 @@ class PromptingService:
         return out
 
     # -- /chat -----------------------------------------------------------------------------------
-    async def chat(self, req: ChatRequest, request_id: str,
-                   caller_key_id: str | None) -> dict[str, Any] | tuple[StreamRelay, dict[str, str]]:
-        it = _Interaction("chat", request_id, caller_key_id, req.message)
+    async def chat(self, req: ChatRequest, request_id: str, caller_key_id: str | None,
+                   endpoint: str = "chat") -> dict[str, Any] | tuple[StreamRelay, dict[str, str]]:
+        """`endpoint`: the audit row's name for the route the caller used (`/chat`, or a front-end's
+        API translated to it, e.g. `ollama/chat`)."""
+        it = _Interaction(endpoint, request_id, caller_key_id, req.message)
         try:
             log.info("Chat request", extra={
                 "event": "chat_request", "userMessage": self._log_text(req.message, 100),

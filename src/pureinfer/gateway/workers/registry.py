@@ -53,6 +53,21 @@ class WorkerState:
     def serves(self, worker_type: str) -> bool:
         return self.worker_type == worker_type or self.worker_type == "all"
 
+    def text_models(self) -> list[str]:
+        """Its text models: from its registration document when it has one (a role-`all` worker
+        lists its image model among `models` too), else `models` of a worker that serves text."""
+        if isinstance(self.info.get("text_models"), dict):
+            return [str(m) for m in self.info["text_models"]]
+        return list(self.models) if self.serves("chat") and self.worker_type != "all" else [
+            m for m in self.models if m not in self.image_models()]
+
+    def image_models(self) -> list[str]:
+        """Its image model, likewise (the registration document's `image.model`, else `models`)."""
+        image = self.info.get("image")
+        if isinstance(image, dict) and isinstance(image.get("model"), str):
+            return [image["model"]]
+        return list(self.models) if self.worker_type == "image" else []
+
     def out(self) -> WorkerOut:
         return WorkerOut(id=self.id, url=self.url, worker_type=self.worker_type, models=self.models,
                          source=self.source, created_at=self.created_at, last_heartbeat=self.last_heartbeat,
