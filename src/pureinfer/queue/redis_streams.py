@@ -100,7 +100,9 @@ class RedisStreamsQueue:
             try:
                 return await op()
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                # NOGROUP: a restart without persistence lost the group; UNBLOCKED: the stream was
+                # deleted under a blocked read. Either way: create it again.
+                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                     raise
                 self._groups.clear()
                 if loop.time() >= deadline:
