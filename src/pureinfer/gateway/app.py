@@ -78,7 +78,7 @@ class Gateway:
                            visibility_timeout_s=settings.queue_visibility_timeout_s,
                            max_attempts=settings.queue_max_attempts)
         self.jobs = JobService(store, queue, self.templates, self.client, settings,
-                               WebhookSender(settings, webhook_policy))
+                               WebhookSender(settings, webhook_policy), self.images)
 
 
 class RequestIdMiddleware:

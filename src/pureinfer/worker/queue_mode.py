@@ -95,6 +95,9 @@ class QueueWorker:
     def _headers(self, path: str, body: bytes, request_id: str) -> dict[str, str]:
         """What an HTTP caller of this worker sends: its key and signature, when it wants them."""
         h = {"content-type": "application/json", "x-request-id": request_id}
+        if not self.settings.no_http:
+            # Local image URLs are built from the Host the request came in on: this worker's own.
+            h["host"] = f"{self.settings.host}:{self.settings.port}"
         if self.settings.api_keys:
             h["authorization"] = f"Bearer {self.settings.api_keys[0]}"
         if self.settings.signing_secret:
@@ -220,8 +223,10 @@ class QueueWorker:
                     continue
                 if not isinstance(ev, dict):
                     continue
-                if "step" in ev and "total" in ev and "images" not in ev:
-                    await self.queue.publish(Event(d.job_id, "progress", {"step": ev["step"], "total": ev["total"]}))
+                p = ev.get("progress")
+                if isinstance(p, dict):
+                    await self.queue.publish(Event(d.job_id, "progress", {"step": p.get("step"),
+                                                                          "total": p.get("total")}))
                 else:
                     final = ev
         status, raw = await call_app(self.app, path, body, headers, disconnect, on_chunk)
