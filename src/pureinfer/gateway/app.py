@@ -26,6 +26,8 @@ from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
 from pureinfer.gateway.images.router import router as images_router
 from pureinfer.gateway.images.service import ImageService
+from pureinfer.gateway.jobs.metrics import JobStats
+from pureinfer.gateway.jobs.metrics import refresh as refresh_job_stats
 from pureinfer.gateway.jobs.router import router as jobs_router
 from pureinfer.gateway.jobs.service import JobService
 from pureinfer.gateway.jobs.webhooks import WebhookSender
@@ -118,7 +120,10 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
         gw = Gateway(settings, store, http, pins, url_policy, metrics, webhook_policy)
         app.state.gateway = gw
         metrics.add_collector("gateway", lambda: gateway_families(gw))
+        job_stats = JobStats()
+        metrics.add_collector("jobs", job_stats.families)
         tasks = [asyncio.create_task(gw.audit.run(), name="audit-writer"),
+                 asyncio.create_task(refresh_job_stats(job_stats, gw.jobs), name="job-metrics"),
                  asyncio.create_task(gw.jobs.run_events(), name="job-events"),
                  asyncio.create_task(gw.jobs.run_retention(), name="job-retention")]
         if settings.queue == "memory":
