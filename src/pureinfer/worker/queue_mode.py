@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -148,7 +149,8 @@ class QueueWorker:
         if await self.queue.cancel_requested(d.job_id):
             await self.queue.complete(d, "cancelled", {"worker_id": self.consumer})
             return
-        await self.queue.publish(Event(d.job_id, "started", {"attempt": d.attempt, "worker_id": self.consumer}))
+        await self.queue.publish(Event(d.job_id, "started", {"attempt": d.attempt, "worker_id": self.consumer,
+                                                             "at": time.time()}))
         disconnect = asyncio.Event()
         task = asyncio.create_task(self._execute(d, disconnect))
         try:

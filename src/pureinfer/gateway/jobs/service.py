@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -229,7 +230,11 @@ class JobService:
         now = datetime.now(UTC)
         d = ev.data
         if ev.kind == "started":
-            values = {"started_at": now, "attempts": int(d.get("attempt", 1)), "worker_id": d.get("worker_id")}
+            # The runner's clock when it began (the queue latency is started_at - created_at),
+            # not when this event happened to be stored.
+            at = d.get("at")
+            started = datetime.fromtimestamp(at, UTC) if isinstance(at, int | float) else now
+            values = {"started_at": started, "attempts": int(d.get("attempt", 1)), "worker_id": d.get("worker_id")}
             if not await self._db(repo.transition, ev.job_id, JobStatus.RUNNING, values):
                 await self._db(lambda s: s.query(JobRecord).filter(
                     JobRecord.id == ev.job_id, JobRecord.status == JobStatus.RUNNING.value).update(
@@ -350,7 +355,8 @@ class JobService:
         if await self.queue.cancel_requested(d.job_id):
             await self.queue.complete(d, "cancelled", {})
             return
-        await self.queue.publish(Event(d.job_id, "started", {"attempt": d.attempt, "worker_id": None}))
+        await self.queue.publish(Event(d.job_id, "started", {"attempt": d.attempt, "worker_id": None,
+                                                             "at": time.time()}))
         task = asyncio.create_task(self._call(d))
         try:
             while not task.done():
