@@ -117,8 +117,14 @@ class QueueWorker:
         log.info("queue mode", extra={"event": "queue_mode", "worker_types": self.types, "consumer": self.consumer,
                                       "queue": self.settings.queue.split("@")[-1] if self.settings.queue else None,
                                       "concurrency": self.settings.queue_concurrency})
+        slots = [asyncio.create_task(self._slot()) for _ in range(self.settings.queue_concurrency)]
         try:
-            await asyncio.gather(*(self._slot() for _ in range(self.settings.queue_concurrency)))
+            await asyncio.gather(*slots)
+        except asyncio.CancelledError:
+            # The gather's cancellation reached every slot once; each hands its running job back
+            # (cancelling them again would cut that short) before the connection closes.
+            await asyncio.wait(slots)
+            raise
         finally:
             with contextlib.suppress(Exception):
                 await self.queue.close()
@@ -143,14 +149,14 @@ class QueueWorker:
                 backoff = min(backoff * 2, 2.0)
                 continue
             if d is not None:
-                await self._run(d)
+                await self._run(d, time.time())
 
-    async def _run(self, d: Delivery) -> None:
+    async def _run(self, d: Delivery, claimed_at: float) -> None:
         if await self.queue.cancel_requested(d.job_id):
             await self.queue.complete(d, "cancelled", {"worker_id": self.consumer})
             return
         await self.queue.publish(Event(d.job_id, "started", {"attempt": d.attempt, "worker_id": self.consumer,
-                                                             "at": time.time()}))
+                                                             "at": claimed_at}))
         disconnect = asyncio.Event()
         task = asyncio.create_task(self._execute(d, disconnect))
         try:
@@ -167,11 +173,16 @@ class QueueWorker:
                     log.info("job cancelled", extra={"event": "job_cancelled", "job_id": d.job_id})
                     return
         except BaseException:
-            # Stopping (SIGTERM past the drain, or the loop going away): hand the job back.
+            # Stopping (SIGTERM past the drain, or the loop going away): hand the job back, to
+            # the end even if cancelled again meanwhile.
             disconnect.set()
             task.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(self.queue.release(d))
+            release = asyncio.ensure_future(self.queue.release(d))
+            while not release.done():
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(release)
+            if release.exception() is None:
+                log.info("job handed back", extra={"event": "job_handed_back", "job_id": d.job_id})
             raise
         status, body = task.result()
         await self._settle(d, status, body)

@@ -211,3 +211,21 @@ def test_two_gateways_behave_as_one(tmp_path, pg_schemas, qcache, prefix, procs)
         listed = a.get("/jobs", params={"status": "cancelled"}, headers=CALLER).json()["jobs"]
         assert [j["job_id"] for j in listed] == [long]
     assert procs[0].wait_until(lambda: '"job_cancelled"' in procs[0].stderr, "the worker's cancel log") is None
+
+
+def test_sigterm_hands_the_running_job_back(tmp_path, sqlite_url, qcache, prefix, procs):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with gateway(tmp_path, sqlite_url, SHARED_REDIS, prefix) as gw, client(gw) as c:
+        job = long_text_job(c)
+        first = queue_worker(logs, qcache, SHARED_REDIS, prefix, "--drain-timeout-s", "0.5")
+        procs.append(first)
+        poll_job(c, job, lambda j: j["status"] == "running", "running")
+        first.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        # The drain is too short for 2000 tokens: the job is handed back, not lost or failed.
+        assert first.proc.wait(timeout=120) == 1  # type: ignore[union-attr]
+        poll_job(c, job, lambda j: j["status"] == "queued", "the hand-back")
+        procs.append(queue_worker(logs, qcache, SHARED_REDIS, prefix))
+        done = poll_job(c, job, lambda j: j["status"] in FINISHED, "the end", timeout_s=300)
+    assert (done["status"], done["attempts"]) == ("succeeded", 1), done  # a hand-back is no failed attempt
+    assert "Traceback" not in first.stderr, first.log_tail()
