@@ -97,8 +97,11 @@ class MemoryQueue:
             {"job_id": entry.job_id, "work": entry.work, "deliveries": entry.deliveries - 1})
         if entry.job_id not in self._recorded:
             self._recorded.add(entry.job_id)
-            self._events.append(Event(entry.job_id, "failed", {"dead_letter": True,
-                                                               "attempts": entry.deliveries - 1}))
+            n = entry.deliveries - 1
+            self._events.append(Event(entry.job_id, "failed", {"dead_letter": True, "attempts": n, "error": {
+                "success": False, "error": f"The job failed on {n} deliveries (never finished)",
+                "error_code": "INTERNAL_ERROR", "details": {"attempts": n},
+                "suggested_action": "Submit the job again once the cause is fixed"}}))
             await self._notify()
 
     async def heartbeat(self, delivery: Delivery, consumer: str) -> None:
