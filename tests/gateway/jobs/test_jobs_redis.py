@@ -32,7 +32,8 @@ from tests.support.jobs import (
 from tests.support.live import LiveServer, free_port
 from tests.support.product import ProductProcess, get_ok
 
-pytestmark = pytest.mark.redis
+# Real worker processes start slowly on a loaded 2-core machine: a generous per-test limit.
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(1200)]
 FINISHED = ("succeeded", "failed", "cancelled")
 CHAT_TEMPLATE = tpl(template_name="chat_sfw", target_model="chat", job_type="chat", use_case="chat",
                     system_prompt="You chat.", token_limit=8)
@@ -118,40 +119,39 @@ def _consumers(workers: dict[str, ProductProcess]) -> set[str]:
     return out
 
 
+def _kill_runner(job: dict[str, Any], workers: list[ProductProcess]) -> ProductProcess:
+    """kill -9 the worker process running `job` (its consumer name carries its pid)."""
+    pid = int(job["worker_id"].split("-")[-2])
+    [w] = [w for w in workers if w.proc is not None and w.proc.pid == pid]
+    os.killpg(pid, signal.SIGKILL)
+    w.proc.wait()  # type: ignore[union-attr]
+    return w
+
+
 def test_kill_9_mid_job_redelivers_and_a_poison_job_is_dead_lettered(tmp_path, sqlite_url, qcache, prefix, procs):
     logs = tmp_path / "logs"
     logs.mkdir()
     opts = ("--queue-visibility-timeout-s", "3", "--queue-max-attempts", "2")
-
-    def worker() -> ProductProcess:
-        p = queue_worker(logs, qcache, SHARED_REDIS, prefix, *opts)
-        procs.append(p)
-        return p
-
+    # Three workers start together (start-up is the slow part); each kill leaves the others.
+    procs += [queue_worker(logs, qcache, SHARED_REDIS, prefix, *opts) for _ in range(3)]
     with gateway(tmp_path, sqlite_url, SHARED_REDIS, prefix, queue_visibility_timeout_s=3, queue_max_attempts=2) \
             as gw, client(gw) as c:
-        # Killed once mid-job: delivered again (attempt 2) to the next worker, and it completes.
+        for p in procs:
+            p.wait_until(lambda p=p: queue_ready(p), "queue mode")
+        # Killed once mid-job: delivered again (attempt 2) to another worker, and it completes.
         job = long_text_job(c)
-        first = worker()
-        poll_job(c, job, lambda j: j["status"] == "running", "running")
-        os.killpg(first.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
-        first.proc.wait()  # type: ignore[union-attr]
-        second = worker()
+        _kill_runner(poll_job(c, job, lambda j: j["status"] == "running" and j["worker_id"], "running"), procs)
         done = poll_job(c, job, lambda j: j["status"] in FINISHED, "the end", timeout_s=300)
         assert (done["status"], done["attempts"]) == ("succeeded", 2), done
         assert done["result"]["tokens_generated"] >= 1
-        os.killpg(second.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
-        second.proc.wait()  # type: ignore[union-attr]
 
         # A poison job kills every worker that takes it: after max attempts, the dead letters.
         poison = long_text_job(c)
         for attempt in (1, 2):
-            w = worker()
-            poll_job(c, poison, lambda j, a=attempt: j["status"] == "running" and j["attempts"] == a,
-                     f"attempt {attempt}")
-            os.killpg(w.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
-            w.proc.wait()  # type: ignore[union-attr]
-        worker()  # the next one finds it past max attempts
+            running = poll_job(c, poison, lambda j, a=attempt: j["status"] == "running" and j["attempts"] == a
+                               and j["worker_id"], f"attempt {attempt}")
+            _kill_runner(running, procs)
+        procs.append(queue_worker(logs, qcache, SHARED_REDIS, prefix, *opts))  # finds it past max attempts
         dead = poll_job(c, poison, lambda j: j["status"] in FINISHED, "the dead letter", timeout_s=300)
     assert dead["status"] == "failed" and dead["error"]["details"]["attempts"] == 2, dead
     r = redis.Redis.from_url(SHARED_REDIS, decode_responses=True)
@@ -248,3 +248,29 @@ def test_sigterm_hands_the_running_job_back(tmp_path, sqlite_url, qcache, prefix
         done = poll_job(c, job, lambda j: j["status"] in FINISHED, "the end", timeout_s=300)
     assert (done["status"], done["attempts"]) == ("succeeded", 1), done  # a hand-back is no failed attempt
     assert "Traceback" not in first.stderr, first.log_tail()
+
+
+def test_an_image_job_on_a_queue_worker_reports_progress(tmp_path, sqlite_url, qcache, image_model_dir, prefix,
+                                                         procs):
+    if not (qcache / "demo-models" / "image").exists():
+        (qcache / "demo-models" / "image").symlink_to(image_model_dir)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    port = free_port()
+    # HTTP on as well: local image files are served (and their URLs built) at the worker's address.
+    worker = ProductProcess("image-worker", ["worker", "--demo", "--role", "image", "--cache-dir", str(qcache),
+                                             "--threads", "1", "--queue", SHARED_REDIS, "--queue-prefix", prefix,
+                                             "--port", str(port)], logs).start()
+    procs.append(worker)
+    with gateway(tmp_path, sqlite_url, SHARED_REDIS, prefix) as gw, client(gw) as c:
+        job = submit(c, {"type": "image", "params": {"prompt": "a red castle", "width": 64, "height": 64,
+                                                     "steps": 4, "seed": 5}})
+        done = poll_job(c, job, lambda j: j["status"] in FINISHED, "the end", timeout_s=300)
+        r = c.post("/jobs", json={"type": "image", "params": {"prompt": "x", "enhance": True}})
+    assert done["status"] == "succeeded", done
+    assert done["progress"] == {"step": 4, "total": 4}  # progress events reached the job
+    image = done["result"]["images"][0]
+    assert image["seed"] == 5 and image["url"].startswith(f"http://127.0.0.1:{port}/files/")
+    assert get_ok(image["url"])
+    # Enhancing first is the gateway's work, not a queue worker's: refused on the Redis queue.
+    assert r.status_code == 400 and r.json()["details"]["fields"][0]["field"] == "params.enhance"
