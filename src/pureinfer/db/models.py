@@ -151,7 +151,45 @@ class AuditRecord(Base):
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # generation_time, enhance_ms, ...
 
 
+class JobRecord(Base):
+    """An asynchronous job (POST /jobs). `status` holds a `queue.status.JobStatus` value and
+    changes only through the repository's guarded updates (the state machine, checked in SQL:
+    `WHERE status IN (allowed predecessors)`), so two gateways applying the same event store it
+    once. `idempotency_key` is unique: one key never makes two jobs, whichever gateway takes it
+    (it holds the caller's key id and the caller's Idempotency-Key together)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_created_at", "created_at"),
+        Index("ix_jobs_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    type: Mapped[str] = mapped_column(String(20), nullable=False)  # image | text | enhance
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    worker_type: Mapped[str] = mapped_column(String(20), nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # as the caller sent them
+    work: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # the worker call: path, payload, model
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)  # template, strategy
+    callback_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(300), nullable=True, unique=True)
+    request_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    caller_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    request_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    progress_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    progress_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # the error envelope
+    webhook_attempts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
+
+
 __all__ = [
-    "AuditRecord", "Base", "TemplateGeneration", "TemplateLabel", "TemplateVersion",
+    "AuditRecord", "Base", "JobRecord", "TemplateGeneration", "TemplateLabel", "TemplateVersion",
     "WorkerRecord", "utcnow",
 ]

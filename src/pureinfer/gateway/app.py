@@ -30,6 +30,11 @@ from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
 from pureinfer.gateway.images.router import router as images_router
 from pureinfer.gateway.images.service import ImageService
+from pureinfer.gateway.jobs.metrics import JobStats
+from pureinfer.gateway.jobs.metrics import refresh as refresh_job_stats
+from pureinfer.gateway.jobs.router import router as jobs_router
+from pureinfer.gateway.jobs.service import JobService
+from pureinfer.gateway.jobs.webhooks import WebhookSender
 from pureinfer.gateway.metrics import GatewayMetrics, MetricsMiddleware, gateway_families
 from pureinfer.gateway.metrics import router as metrics_router
 from pureinfer.gateway.ollama.router import router as ollama_router
@@ -45,6 +50,7 @@ from pureinfer.gateway.workers.transport import AddressPins, worker_http_client
 from pureinfer.gateway.workers.urls import UrlPolicy
 from pureinfer.http_errors import ErrorShapes, install_error_handlers
 from pureinfer.logging import request_id_from, request_id_var
+from pureinfer.queue.base import open_queue
 
 log = logging.getLogger("pureinfer.gateway")
 
@@ -53,7 +59,8 @@ class Gateway:
     """The gateway's parts, built once per app."""
 
     def __init__(self, settings: GatewaySettings, store: Store, http: httpx.AsyncClient, pins: AddressPins,
-                 url_policy: UrlPolicy | None = None, metrics: GatewayMetrics | None = None) -> None:
+                 url_policy: UrlPolicy | None = None, metrics: GatewayMetrics | None = None,
+                 webhook_policy: UrlPolicy | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or GatewayMetrics()
         self.store = store
@@ -75,6 +82,11 @@ class Gateway:
         self.prompting = PromptingService(self.templates, self.client, self.audit, settings)
         self.images = ImageService(self.client, self.prompting, self.audit, settings)
         self.a1111_jobs = JobBoard()  # txt2img jobs in flight, for A1111's progress route
+        queue = open_queue(settings.queue, prefix=settings.queue_prefix,
+                           visibility_timeout_s=settings.queue_visibility_timeout_s,
+                           max_attempts=settings.queue_max_attempts)
+        self.jobs = JobService(store, queue, self.templates, self.client, settings,
+                               WebhookSender(settings, webhook_policy), self.images)
 
 
 class RequestIdMiddleware:
@@ -102,7 +114,7 @@ class RequestIdMiddleware:
 
 
 def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None,
-               start_background: bool = True) -> FastAPI:
+               start_background: bool = True, webhook_policy: UrlPolicy | None = None) -> FastAPI:
     """Build the gateway. `url_policy` lets tests inject a resolver; `start_background=False`
     leaves the health-check loop off (tests drive `registry.check_all()` themselves)."""
 
@@ -111,10 +123,22 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
         store = await asyncio.to_thread(open_store, settings.effective_database_url)
         pins = AddressPins()  # the registry validates worker addresses, the client connects to them only
         http = worker_http_client(pins)
-        gw = Gateway(settings, store, http, pins, url_policy, metrics)
+        gw = Gateway(settings, store, http, pins, url_policy, metrics, webhook_policy)
         app.state.gateway = gw
         metrics.add_collector("gateway", lambda: gateway_families(gw))
-        tasks = [asyncio.create_task(gw.audit.run(), name="audit-writer")]
+        job_stats = JobStats()
+        metrics.add_collector("jobs", job_stats.families)
+        tasks = [asyncio.create_task(gw.audit.run(), name="audit-writer"),
+                 asyncio.create_task(refresh_job_stats(job_stats, gw.jobs), name="job-metrics"),
+                 asyncio.create_task(gw.jobs.run_events(), name="job-events"),
+                 asyncio.create_task(gw.jobs.run_retention(), name="job-retention")]
+        if settings.queue == "memory":
+            # The in-process queue: this gateway runs the jobs on its registered workers.
+            requeued = await gw.jobs.requeue_unfinished()
+            if requeued:
+                log.info("unfinished jobs queued again", extra={"event": "jobs_requeued", "jobs": requeued})
+            tasks += [asyncio.create_task(gw.jobs.run_dispatcher(), name=f"job-dispatch-{i}")
+                      for i in range(settings.job_concurrency)]
         try:
             await gw.registry.refresh()
             await gw.registry.check_all()
@@ -133,6 +157,7 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
                 with contextlib.suppress(BaseException):
                     await t
             await gw.audit.close()
+            await gw.jobs.close()
             await http.aclose()
             await asyncio.to_thread(store.dispose)
 
@@ -160,5 +185,6 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
     app.include_router(templates_router)
     app.include_router(workers_router)
     app.include_router(audit_router)
+    app.include_router(jobs_router)
     app.include_router(metrics_router)
     return app
