@@ -18,12 +18,14 @@ from collections.abc import Iterator
 # runs on bare GPU machines), and the worker's and gateway's help texts read their settings.
 COMMAND_MODULES = {
     "pureinfer.worker.cli": ("worker", "demo-models", "sign"),
+    "pureinfer.serve": ("serve",),
     "pureinfer.gateway.cli": ("gateway", "templates"),
     "pureinfer.bench.cli": ("bench",),
 }
 
 EPILOG = """\
 start here:
+  pureinfer serve --demo                 everything in one process, offline; the console at 127.0.0.1:8080/ui
   pureinfer worker --demo --role all     a worker on tiny demo models, offline, at 127.0.0.1:8000
   curl -s localhost:8000/chat -H 'Content-Type: application/json' \\
     -d '{"messages":[{"role":"user","content":"A sunset"}],"max_tokens":40}'

@@ -25,6 +25,7 @@ from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
 from pureinfer.gateway.prompting.router import router as prompting_router
 from pureinfer.gateway.prompting.service import PromptingService
+from pureinfer.gateway.session.router import router as session_router
 from pureinfer.gateway.settings import GatewaySettings
 from pureinfer.gateway.templates.router import router as templates_router
 from pureinfer.gateway.templates.service import TemplateService
@@ -139,4 +140,5 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
     app.include_router(templates_router)
     app.include_router(workers_router)
     app.include_router(audit_router)
+    app.include_router(session_router)
     return app
