@@ -10,9 +10,9 @@ function svg(tag, attrs, text) {
 
 // series: [{name, values: (number|null)[], cls}]; labels: x labels (same length as values).
 export function lineChart(target, series, labels, unit = "") {
-  const W = 600, H = 180, L = 44, R = 8, T = 10, B = 24;
+  const W = 400, H = 150, L = 40, R = 10, T = 10, B = 22;
   const all = series.flatMap((s) => s.values).filter((v) => v !== null && Number.isFinite(v));
-  const max = Math.max(1e-9, ...all);
+  const max = niceMax(Math.max(0, ...all));
   const n = labels.length;
   const x = (i) => L + (n <= 1 ? 0 : (i * (W - L - R)) / (n - 1));
   const y = (v) => T + (H - T - B) * (1 - v / max);
@@ -28,7 +28,8 @@ export function lineChart(target, series, labels, unit = "") {
     root.append(svg("text", { x: L - 4, y: y(v) + 4, "text-anchor": "end", class: "tick" }, fmt(v)));
   }
   for (const i of [0, Math.floor((n - 1) / 2), n - 1]) {
-    if (i >= 0) root.append(svg("text", { x: x(i), y: H - 6, "text-anchor": "middle", class: "tick" }, labels[i]));
+    const anchor = i === 0 ? "start" : i === n - 1 ? "end" : "middle";
+    if (i >= 0) root.append(svg("text", { x: x(i), y: H - 6, "text-anchor": anchor, class: "tick" }, labels[i]));
   }
   for (const s of series) {
     let d = "";
@@ -42,6 +43,13 @@ export function lineChart(target, series, labels, unit = "") {
   legend.className = "legend";
   legend.textContent = summary;
   target.replaceChildren(root, legend);
+}
+
+// The axis top: 1, 2 or 5 times a power of ten at or above the largest value (1 when all are 0).
+function niceMax(v) {
+  if (!(v > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  return [1, 2, 5, 10].map((m) => m * p).find((m) => m >= v);
 }
 
 export function fmt(v) {

@@ -19,6 +19,7 @@ async function loadTemplates() {
     if (!v) continue;
     select.append(el("option", { value: f.template_name, text: `${f.template_name} (${v.job_type}/${v.target_model}/${v.use_case}, v${v.version})` }));
   }
+  status(`Ready: ${families.length} templates`);
   const wanted = new URLSearchParams(location.search).get("template");
   if (wanted && families.some((f) => f.template_name === wanted)) {
     select.value = wanted;

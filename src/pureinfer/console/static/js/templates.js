@@ -15,7 +15,7 @@ function labelText(labels) {
   return Object.entries(labels).map(([l, v]) => `${l} → v${v}`).join(", ") || "—";
 }
 
-async function load() {
+async function load(announce = true) {
   const values = formValues($("filters"));
   const label = values.label;
   delete values.label;
@@ -36,7 +36,7 @@ async function load() {
       el("td", { text: v.target_model }), el("td", { text: v.enhancer_model }), el("td", { text: v.job_type }),
       el("td", { text: v.use_case }), el("td", { text: v.content_mode })));
   }
-  status(`${families.length} template(s)`);
+  if (announce) status(`${families.length} template(s)`);
 }
 
 async function show(name) {
@@ -84,16 +84,18 @@ $("template-form").addEventListener("submit", async (event) => {
   body.labels = f.labels.value.split(",").map((s) => s.trim()).filter(Boolean);
   try {
     let out;
+    let done;
     if (editing) {
       out = await api("PUT", `/templates/${encodeURIComponent(editing.template_name)}`, body);
-      status(`Saved ${out.template_name} v${out.versions[out.versions.length - 1].version}`);
+      done = `Saved ${out.template_name} v${out.versions[out.versions.length - 1].version}`;
     } else {
       out = await api("POST", "/templates", { template_name: f.template_name.value, ...body });
-      status(`Created ${out.template_name}`);
+      done = `Created ${out.template_name}`;
     }
     $("editor").hidden = true;
-    await load();
+    await load(false);
     await show(out.template_name);
+    status(done);
   } catch (err) {
     fail(err);
   }
@@ -105,9 +107,9 @@ $("label-form").addEventListener("submit", async (event) => {
   try {
     const out = await api("POST", `/templates/${encodeURIComponent(open.template_name)}/labels`,
       { label: f.label.value, version: parseInt(f.version.value, 10) });
-    status(`${f.label.value} now points at v${out.labels[f.label.value]}; ${out.template_name} serves v${out.served_version}`);
-    await load();
+    await load(false);
     await show(out.template_name);
+    status(`${f.label.value} now points at v${out.labels[f.label.value]}; ${out.template_name} serves v${out.served_version}`);
   } catch (err) {
     fail(err);
   }
@@ -133,9 +135,9 @@ $("d-deactivate").addEventListener("click", async () => {
   if (!confirm(`Deactivate every version of ${open.template_name}?`)) return;
   try {
     await api("DELETE", `/templates/${encodeURIComponent(open.template_name)}`);
-    status(`Deactivated ${open.template_name}`);
     $("detail").hidden = true;
-    await load();
+    await load(false);
+    status(`Deactivated ${open.template_name}`);
   } catch (err) {
     fail(err);
   }
@@ -149,9 +151,9 @@ $("import-form").addEventListener("submit", async (event) => {
   const yaml = file ? await file.text() : $("import-text").value;
   try {
     const out = await api("POST", "/templates:import", { yaml });
-    status(`Imported: ${out.created} created, ${out.new_versions} new versions, ${out.unchanged} unchanged`);
     event.target.reset();
-    await load();
+    await load(false);
+    status(`Imported: ${out.created} created, ${out.new_versions} new versions, ${out.unchanged} unchanged`);
   } catch (err) {
     fail(err);
   }

@@ -2,7 +2,7 @@ import { api, el, fail, status, when } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 
-async function load() {
+async function load(announce = true) {
   const workers = await api("GET", "/workers");
   const body = $("worker-table").tBodies[0];
   body.replaceChildren();
@@ -10,7 +10,7 @@ async function load() {
     const remove = el("button", { type: "button", class: "danger", text: "Remove", "aria-label": `Remove worker ${w.url}`,
       onclick: async () => {
         if (!confirm(`Remove ${w.url} from the registry?`)) return;
-        try { await api("DELETE", `/workers/${encodeURIComponent(w.id)}`); status(`Removed ${w.url}`); await load(); } catch (err) { fail(err); }
+        try { await api("DELETE", `/workers/${encodeURIComponent(w.id)}`); await load(false); status(`Removed ${w.url}`); } catch (err) { fail(err); }
       } });
     body.append(el("tr", {},
       el("th", { scope: "row" }, el("span", { text: w.url }), el("br"), el("small", { class: "muted", text: w.id })),
@@ -24,7 +24,7 @@ async function load() {
       el("td", { text: w.source }),
       el("td", {}, remove)));
   }
-  status(`${workers.length} worker(s), ${workers.filter((w) => w.healthy).length} healthy`);
+  if (announce) status(`${workers.length} worker(s), ${workers.filter((w) => w.healthy).length} healthy`);
 }
 
 $("add-worker").addEventListener("submit", async (event) => {
@@ -33,9 +33,9 @@ $("add-worker").addEventListener("submit", async (event) => {
   try {
     const w = await api("POST", "/workers", { url: f.url.value, worker_type: f.worker_type.value,
       models: f.models.value.split(",").map((s) => s.trim()).filter(Boolean) });
-    status(`Added ${w.url} (${w.healthy ? "healthy" : "not healthy yet"})`);
     event.target.reset();
-    await load();
+    await load(false);
+    status(`Added ${w.url} (${w.healthy ? "healthy" : "not healthy yet"})`);
   } catch (err) {
     fail(err);
   }

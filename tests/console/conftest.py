@@ -1,0 +1,59 @@
+"""The console in Debian's Chromium (Playwright, launched by its executable path: browser
+downloads are not reachable), against `pureinfer serve --demo` as a real process.
+
+Waiting is Playwright's: `expect(...)` retries until the page shows what is asserted (generous
+timeouts for a loaded machine), never a sleep. Screenshots go to tests/console/screenshots/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.serve import Served
+
+CHROMIUM = os.environ.get("PUREINFER_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+WIDE = {"width": 1280, "height": 900}
+NARROW = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (.ci/run installs it)")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=60_000)
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def sign_in(page, served: Served) -> None:  # type: ignore[no-untyped-def]
+    """Sign in by keyboard, as a person would."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{served.url}/ui")
+    expect(page).to_have_url(f"{served.url}/ui/login?next=/ui/playground")
+    page.get_by_label("Admin key").fill(served.admin_key)
+    page.get_by_label("Admin key").press("Enter")
+    expect(page).to_have_url(f"{served.url}/ui/playground")
+
+
+@pytest.fixture
+def page(browser, served: Served) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport=WIDE)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("dialog", lambda dialog: dialog.accept())
+    sign_in(pg, served)
+    yield pg
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
