@@ -98,13 +98,15 @@ def test_worker_flags_are_grouped() -> None:
     parser = dict(subparsers(build_parser()))["worker"]
     groups = {g.title: {a.dest for a in g._group_actions} for g in parser._action_groups}
     assert {"model", "listening", "security", "serving limits", "image storage", "gateway registration",
-            "logging"} <= set(groups)
+            "queue mode", "logging"} <= set(groups)
+    assert {"queue", "no_http", "queue_concurrency"} <= groups["queue mode"]
     assert {"text_models", "image_model", "demo"} <= groups["model"]
     assert {"max_tokens_limit", "max_running_requests", "drain_timeout_s"} <= groups["serving limits"]
     assert groups["options"] == {"help"}  # no flag left outside a group
     gateway = dict(subparsers(build_parser()))["gateway"]
     assert {g.title for g in gateway._action_groups if g._group_actions} == {
-        "options", "listening", "security", "storage", "workers", "templates", "audit and logging"}
+        "options", "listening", "security", "storage", "workers", "templates", "jobs and webhooks",
+        "audit and logging"}
 
 
 def test_flag_over_environment_over_default(monkeypatch: pytest.MonkeyPatch) -> None:

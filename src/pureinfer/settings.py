@@ -9,6 +9,7 @@ pydantic-settings fills the rest.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -140,12 +141,35 @@ class WorkerSettings(ServerSettings):
     s3_region: str | None = None
     s3_presign_expiry_s: int = 3600
 
+    # CPU threads: torch's intra-op threads. None: the CPUs of this process's affinity mask
+    # (os.sched_getaffinity). Several workers on one host should divide the cores between them.
+    threads: int | None = Field(None, ge=1)
+
+    # Queue mode: pull jobs from Redis Streams (worker/queue_mode.py) beside or instead of HTTP.
+    queue: str | None = None  # redis://host:port/db
+    queue_prefix: str = "pureinfer"  # the gateway's --queue-prefix
+    queue_visibility_timeout_s: float = 30.0  # the gateway's: a job silent this long is re-delivered
+    queue_max_attempts: int = Field(3, ge=1)
+    queue_concurrency: int = Field(2, ge=1)  # jobs this worker runs at once (each holds an admission permit)
+    no_http: bool = False  # queue mode only: no listening socket (behind NAT)
+
     # Gateway registration: gateway_url turns it on and then needs gateway_secret (the gateway's
     # --registration-secret), which must differ from signing_secret.
     gateway_url: str | None = None
     gateway_secret: str | None = None
     worker_url: str | None = None  # the URL the gateway should call us at
     heartbeat_s: float = 10.0
+
+    @model_validator(mode="after")
+    def _queue(self) -> WorkerSettings:
+        if self.no_http and not self.queue:
+            raise ValueError("--no-http needs --queue redis://...: without HTTP the queue is the only way in")
+        if self.queue and not self.queue.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"--queue must be a redis:// URL, not {self.queue!r}")
+        return self
+
+    def effective_threads(self) -> int:
+        return self.threads or len(os.sched_getaffinity(0))
 
     @model_validator(mode="after")
     def _registration_secret(self) -> WorkerSettings:

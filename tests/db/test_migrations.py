@@ -1,6 +1,6 @@
 """The migrations on SQLite and PostgreSQL: they build exactly the SQL models, and revision 0002
 (the audit columns that make a row reproducible) upgrades a store with rows in place and
-downgrades again."""
+downgrades again, as does 0003 (the image columns)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,41 @@ def test_0002_upgrades_a_store_with_rows_and_downgrades(database_url):
         assert {r[0] for r in conn.execute(text("SELECT request_id FROM audit_records"))} == {"old", "new"}
         columns = {r[0] for r in conn.execute(text("SELECT * FROM audit_records")).cursor.description}
     assert "model_used" not in columns and "attempts" not in columns
+    migrate(engine, "upgrade", "head")
+    store.dispose()
+    engine.dispose()
+
+
+def test_0003_adds_the_image_columns_in_place_and_downgrades(database_url):
+    engine = create_store_engine(database_url)
+    migrate(engine, "upgrade", "0002")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO audit_records (id, created_at, request_id, endpoint, latency_ms, status, "
+                          "model_used) VALUES (:id, :t, 'text', 'chat', 1.5, 200, 'qwen_instruct')"),
+                     {"id": uuid.uuid4().hex, "t": datetime.now(UTC)})
+    migrate(engine, "upgrade", "0003")
+    store = open_store(database_url)
+    with store.transaction() as s:
+        repo.insert_new(s, [{"id": uuid.uuid4().hex, "created_at": datetime.now(UTC), "request_id": "image",
+                             "endpoint": "generate-image", "latency_ms": 9.0, "status": 200, "worker_type": "image",
+                             "image_params": {"width": 64, "height": 64, "steps": 4, "cfg_scale": 7.0,
+                                              "sampler": "euler", "num_images": 2},
+                             "seeds": [2**63 - 1, 0], "asset_urls": ["http://h/a.png", "http://h/b.png"],
+                             "timings": {"generation_time": 1.25}}])
+    with engine.connect() as conn:
+        rows = {r.request_id: r for r in conn.execute(text(
+            "SELECT request_id, model_used, worker_type, image_params, seeds, asset_urls FROM audit_records"))}
+    assert rows["text"].model_used == "qwen_instruct" and rows["text"].worker_type is None
+    image = rows["image"]
+    loads = (lambda v: v) if engine.dialect.name == "postgresql" else __import__("json").loads
+    assert image.worker_type == "image"
+    assert loads(image.image_params)["steps"] == 4 and loads(image.seeds) == [2**63 - 1, 0]
+    assert loads(image.asset_urls) == ["http://h/a.png", "http://h/b.png"]
+    migrate(engine, "downgrade", "0002")
+    with engine.connect() as conn:
+        assert {r[0] for r in conn.execute(text("SELECT request_id FROM audit_records"))} == {"text", "image"}
+        columns = {r[0] for r in conn.execute(text("SELECT * FROM audit_records")).cursor.description}
+    assert "model_used" in columns and not columns & {"worker_type", "image_params", "seeds", "asset_urls", "timings"}
     migrate(engine, "upgrade", "head")
     store.dispose()
     engine.dispose()

@@ -31,7 +31,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, list[int]: JSON}
 
 
 class TemplateVersion(Base):
@@ -107,7 +107,8 @@ class AuditRecord(Base):
     Enough to check and reproduce it: the template version, the model, the sampling parameters
     with the seed the worker used, the hash of the messages the gateway sent beside the worker's
     hash of the prompt it rendered from them, the hash of the response, the attempts; previews of
-    the prompt and response, or with `--audit-prompts full` the messages and the response whole."""
+    the prompt and response, or with `--audit-prompts full` the messages and the response whole.
+    For images: the parameters, the seeds actually used, the asset URLs and the timings."""
 
     __tablename__ = "audit_records"
     __table_args__ = (
@@ -142,9 +143,53 @@ class AuditRecord(Base):
     strategy: Mapped[str | None] = mapped_column(String(300), nullable=True)
     messages: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)  # --audit-prompts full
     response_text: Mapped[str | None] = mapped_column(Text, nullable=True)  # --audit-prompts full
+    # Revision 0003 (image requests; worker_type for every request):
+    worker_type: Mapped[str | None] = mapped_column(String(20), nullable=True)  # the type that served it
+    image_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # width, height, steps, ...
+    seeds: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)  # one per image, as used
+    asset_urls: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # generation_time, enhance_ms, ...
+
+
+class JobRecord(Base):
+    """An asynchronous job (POST /jobs). `status` holds a `queue.status.JobStatus` value and
+    changes only through the repository's guarded updates (the state machine, checked in SQL:
+    `WHERE status IN (allowed predecessors)`), so two gateways applying the same event store it
+    once. `idempotency_key` is unique: one key never makes two jobs, whichever gateway takes it
+    (it holds the caller's key id and the caller's Idempotency-Key together)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_created_at", "created_at"),
+        Index("ix_jobs_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    type: Mapped[str] = mapped_column(String(20), nullable=False)  # image | text | enhance
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    worker_type: Mapped[str] = mapped_column(String(20), nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # as the caller sent them
+    work: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # the worker call: path, payload, model
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)  # template, strategy
+    callback_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(300), nullable=True, unique=True)
+    request_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    caller_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    request_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    progress_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    progress_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # the error envelope
+    webhook_attempts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
 
 
 __all__ = [
-    "AuditRecord", "Base", "TemplateGeneration", "TemplateLabel", "TemplateVersion",
+    "AuditRecord", "Base", "JobRecord", "TemplateGeneration", "TemplateLabel", "TemplateVersion",
     "WorkerRecord", "utcnow",
 ]

@@ -108,3 +108,10 @@ def translate_device_errors(what: str = "model call") -> Iterator[None]:
             raise DeviceLost("The device failed", {"during": what}) from None
         log.exception("unexpected error during %s", what)
         raise InternalError("Internal error") from None
+
+
+def set_threads(n: int) -> None:
+    """torch's intra-op threads for this process (the worker's --threads)."""
+    import torch
+
+    torch.set_num_threads(n)

@@ -23,6 +23,9 @@ from pureinfer.db.store import Store, open_store
 from pureinfer.gateway.audit.router import router as audit_router
 from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
+from pureinfer.gateway.jobs.router import router as jobs_router
+from pureinfer.gateway.jobs.service import JobService
+from pureinfer.gateway.jobs.webhooks import WebhookSender
 from pureinfer.gateway.prompting.router import router as prompting_router
 from pureinfer.gateway.prompting.service import PromptingService
 from pureinfer.gateway.session.router import router as session_router
@@ -36,6 +39,7 @@ from pureinfer.gateway.workers.transport import AddressPins, worker_http_client
 from pureinfer.gateway.workers.urls import UrlPolicy
 from pureinfer.http_errors import install_error_handlers
 from pureinfer.logging import request_id_from, request_id_var
+from pureinfer.queue.base import open_queue
 
 log = logging.getLogger("pureinfer.gateway")
 
@@ -44,7 +48,7 @@ class Gateway:
     """The gateway's parts, built once per app."""
 
     def __init__(self, settings: GatewaySettings, store: Store, http: httpx.AsyncClient, pins: AddressPins,
-                 url_policy: UrlPolicy | None = None) -> None:
+                 url_policy: UrlPolicy | None = None, webhook_policy: UrlPolicy | None = None) -> None:
         self.settings = settings
         self.store = store
         self.http = http
@@ -63,6 +67,11 @@ class Gateway:
                                  max_buffer=settings.audit_max_buffer, retention_days=settings.audit_retention_days,
                                  store_timeout_s=settings.store_timeout_s)
         self.prompting = PromptingService(self.templates, self.client, self.audit, settings)
+        queue = open_queue(settings.queue, prefix=settings.queue_prefix,
+                           visibility_timeout_s=settings.queue_visibility_timeout_s,
+                           max_attempts=settings.queue_max_attempts)
+        self.jobs = JobService(store, queue, self.templates, self.client, settings,
+                               WebhookSender(settings, webhook_policy))
 
 
 class RequestIdMiddleware:
@@ -90,7 +99,7 @@ class RequestIdMiddleware:
 
 
 def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None,
-               start_background: bool = True) -> FastAPI:
+               start_background: bool = True, webhook_policy: UrlPolicy | None = None) -> FastAPI:
     """Build the gateway. `url_policy` lets tests inject a resolver; `start_background=False`
     leaves the health-check loop off (tests drive `registry.check_all()` themselves)."""
 
@@ -99,9 +108,18 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
         store = await asyncio.to_thread(open_store, settings.effective_database_url)
         pins = AddressPins()  # the registry validates worker addresses, the client connects to them only
         http = worker_http_client(pins)
-        gw = Gateway(settings, store, http, pins, url_policy)
+        gw = Gateway(settings, store, http, pins, url_policy, webhook_policy)
         app.state.gateway = gw
-        tasks = [asyncio.create_task(gw.audit.run(), name="audit-writer")]
+        tasks = [asyncio.create_task(gw.audit.run(), name="audit-writer"),
+                 asyncio.create_task(gw.jobs.run_events(), name="job-events"),
+                 asyncio.create_task(gw.jobs.run_retention(), name="job-retention")]
+        if settings.queue == "memory":
+            # The in-process queue: this gateway runs the jobs on its registered workers.
+            requeued = await gw.jobs.requeue_unfinished()
+            if requeued:
+                log.info("unfinished jobs queued again", extra={"event": "jobs_requeued", "jobs": requeued})
+            tasks += [asyncio.create_task(gw.jobs.run_dispatcher(), name=f"job-dispatch-{i}")
+                      for i in range(settings.job_concurrency)]
         try:
             await gw.registry.refresh()
             await gw.registry.check_all()
@@ -120,6 +138,7 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
                 with contextlib.suppress(BaseException):
                     await t
             await gw.audit.close()
+            await gw.jobs.close()
             await http.aclose()
             await asyncio.to_thread(store.dispose)
 
@@ -140,5 +159,6 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
     app.include_router(templates_router)
     app.include_router(workers_router)
     app.include_router(audit_router)
+    app.include_router(jobs_router)
     app.include_router(session_router)
     return app

@@ -128,6 +128,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     flag(templates, "--allow-nsfw-fallback", action="store_true",
          help="let sfw requests fall back to nsfw templates (fallback level 2)")
 
+    jobs = g.add_argument_group("jobs and webhooks")
+    flag(jobs, "--queue", metavar="memory|redis://HOST:PORT/DB",
+         help="where POST /jobs queues jobs: in this process, run on the registered workers (memory), or "
+              "Redis Streams for workers in queue mode and several gateways")
+    flag(jobs, "--queue-prefix", help="Redis key prefix (deployments sharing one Redis use different ones)")
+    flag(jobs, "--queue-visibility-timeout-s", type=float,
+         help="a claimed job whose worker is silent this long is re-delivered")
+    flag(jobs, "--queue-max-attempts", type=int, help="deliveries of one job before it goes to the dead letters")
+    flag(jobs, "--job-concurrency", type=int, help="memory queue: jobs this gateway runs on its workers at once")
+    flag(jobs, "--job-retention-days", type=float, help="finished jobs older than this are deleted")
+    flag(jobs, "--webhook-secret", metavar="whsec_...",
+         help="signs webhooks (Standard Webhooks); jobs may give a callback_url only when it is set (default: none, no webhooks)")
+    flag(jobs, "--webhook-allow", dest="webhook_allowlist", action="append", metavar="HOST_OR_CIDR",
+         help="a host name or CIDR callback URLs may point at besides public addresses; repeatable")
+    flag(jobs, "--webhook-max-attempts", type=int, help="deliveries of one webhook before giving up")
+
     logs = g.add_argument_group("audit and logging")
     flag(logs, "--audit-retention-days", type=float, help="audit records older than this are deleted")
     flag(logs, "--audit-prompts", choices=["none", "preview", "full"],

@@ -71,6 +71,21 @@ class GatewaySettings(ServerSettings):
     # with "full" the exact messages sent and the whole response as well.
     audit_prompts: Literal["none", "preview", "full"] = "preview"
 
+    # Jobs (POST /jobs): the queue, how the gateway runs them, webhooks, retention.
+    queue: str = "memory"  # memory | redis://host:port/db
+    queue_prefix: str = "pureinfer"  # Redis key prefix (several deployments may share one server)
+    queue_visibility_timeout_s: float = 30.0  # a claimed job silent this long is re-delivered
+    queue_max_attempts: int = Field(3, ge=1)  # deliveries before a job goes to the dead letters
+    job_concurrency: int = Field(8, ge=1)  # memory queue: jobs this gateway runs on its workers at once
+    job_poll_interval_s: float = 0.2  # cancel checks and heartbeats of a running job; SSE polling
+    job_retention_days: float = 30.0
+    webhook_secret: str | None = None  # whsec_... (Standard Webhooks); needed for callback_url
+    webhook_allowlist: CommaList = Field(default_factory=list)  # hosts/CIDRs callbacks may reach beyond public
+    webhook_max_attempts: int = Field(6, ge=1)
+    webhook_backoff_initial_s: float = 1.0
+    webhook_backoff_max_s: float = 300.0
+    webhook_timeout_s: float = 10.0
+
     @model_validator(mode="after")
     def _separate_secrets(self) -> GatewaySettings:
         if self.registration_secret and self.registration_secret == self.worker_signing_secret:

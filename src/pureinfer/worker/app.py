@@ -25,6 +25,7 @@ from pureinfer.engines.base import TextEngine
 from pureinfer.http_errors import install_error_handlers
 from pureinfer.security import ApiKeys, SignatureVerifier
 from pureinfer.settings import WorkerSettings
+from pureinfer.worker import threads as host_threads
 from pureinfer.worker.middleware import Guard, RequestContext
 from pureinfer.worker.ops.router import build_ops_router
 from pureinfer.worker.ops.serving import OpsServing
@@ -58,6 +59,10 @@ def create_app(settings: WorkerSettings, *, text_engines: dict[str, TextEngine] 
             await _shutdown_engines(runtime)
             raise
         tasks.append(asyncio.create_task(_watch_engines(runtime, on_fatal), name="engine-watchdog"))
+        if settings.queue:
+            from pureinfer.worker.queue_mode import QueueWorker
+
+            tasks.append(asyncio.create_task(QueueWorker(app, runtime, settings).run(), name="queue-mode"))
         if settings.gateway_url:
             from pureinfer.worker.registration import run_registration
 
@@ -72,6 +77,7 @@ def create_app(settings: WorkerSettings, *, text_engines: dict[str, TextEngine] 
             if not runtime.lifecycle.state.is_terminal():
                 runtime.lifecycle.to(WorkerState.STOPPED)
             await _shutdown_engines(runtime)
+            host_threads.unregister()
 
     app = FastAPI(title="pureinfer worker", version="0.1.0", lifespan=lifespan,
                   description="Pure inference: the worker runs exactly the messages it is given.")
@@ -121,6 +127,9 @@ async def _load_models(rt: WorkerRuntime, injected: dict[str, TextEngine] | None
 
         await asyncio.to_thread(ensure_demo_models, s.demo_dir, s.role.serves_text and injected is None,
                                 s.role.serves_images)
+    threads = s.effective_threads()
+    dev.set_threads(threads)
+    host_threads.check_host(threads)  # warns when the workers of this host oversubscribe its cores
     rt.device = await asyncio.to_thread(dev.pick_device, s.device)
     rt.dtype = str(await asyncio.to_thread(dev.pick_dtype, s.dtype, rt.device)).removeprefix("torch.")
     limits = TextLimits(s.max_tokens_limit, s.request_timeout_s, s.log_prompts)

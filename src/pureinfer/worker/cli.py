@@ -106,6 +106,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     flag(storage, "--s3-endpoint-url", metavar="URL",
          help="endpoint of an S3-compatible store such as MinIO (default: AWS's)")
 
+    flag(device, "--threads", type=int,
+         help="torch intra-op CPU threads; workers sharing a host should divide its cores (a warning says "
+              "when they add up to more) (default: the CPUs of this process's affinity mask)")
+
+    queue = w.add_argument_group("queue mode")
+    flag(queue, "--queue", metavar="redis://HOST:PORT/DB",
+         help="also pull jobs from the gateway's Redis Streams queue (default: none, HTTP only)")
+    flag(queue, "--no-http", action="store_true", help="with --queue: serve no HTTP at all (behind NAT)")
+    flag(queue, "--queue-prefix", help="Redis key prefix: the gateway's --queue-prefix")
+    flag(queue, "--queue-concurrency", type=int,
+         help="jobs this worker runs at once (each takes an admission permit, as an HTTP request does)")
+    flag(queue, "--queue-visibility-timeout-s", type=float,
+         help="a job whose worker is silent this long is re-delivered: the gateway's value")
+    flag(queue, "--queue-max-attempts", type=int,
+         help="deliveries of one job before it goes to the dead letters: the gateway's value")
+
     registration = w.add_argument_group("gateway registration")
     flag(registration, "--gateway", dest="gateway_url", metavar="URL",
          help="register with the gateway at URL and send it heartbeats (default: no registration)")
@@ -161,7 +177,35 @@ def run_worker(args: argparse.Namespace) -> int:
             print(f"pureinfer worker: {err['msg']}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if settings.no_http:
+        return asyncio.run(serve_queue_only(settings))
     return serve_worker(settings)
+
+
+async def serve_queue_only(settings: Any) -> int:
+    """`--queue ... --no-http`: the app's lifespan (models, queue mode) without a listening
+    socket. SIGTERM drains as in serve_worker: 0 when the running jobs finished, 1 when some were
+    handed back (or an engine died)."""
+    from pureinfer.worker.app import create_app, drain
+
+    stop = asyncio.Event()
+    failed = False
+
+    def fatal() -> None:
+        nonlocal failed
+        failed = True
+        stop.set()
+
+    app = create_app(settings, on_fatal=fatal)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    left = 0
+    async with app.router.lifespan_context(app):
+        await stop.wait()
+        if not failed:
+            left = await drain(app.state.runtime, settings.drain_timeout_s)
+    return 1 if failed or left else 0
 
 
 def serve_worker(settings: Any) -> int:

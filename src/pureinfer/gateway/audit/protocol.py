@@ -13,7 +13,7 @@ ENTRY_FIELDS = (
     "fallback_level", "cache_hit", "worker_id", "messages_sha256", "prompt_preview", "response_preview",
     "prompt_tokens", "tokens_generated", "latency_ms", "status", "error_code",
     "model_used", "sampling", "prompt_sha256", "response_sha256", "attempts", "strategy", "messages",
-    "response_text",
+    "response_text", "worker_type", "image_params", "seeds", "asset_urls", "timings",
 )
 
 
@@ -44,6 +44,12 @@ class AuditOut(BaseModel):
     strategy: str | None = None
     messages: list[dict[str, str]] | None = Field(None, description="the exact messages sent (--audit-prompts full)")
     response_text: str | None = Field(None, description="the whole response (--audit-prompts full)")
+    worker_type: str | None = Field(None, description="the worker type that served the request (text, image)")
+    image_params: dict[str, Any] | None = Field(
+        None, description="image requests: width, height, steps, cfg_scale, sampler, num_images, ...")
+    seeds: list[int] | None = Field(None, description="image requests: the seed used for each image")
+    asset_urls: list[str] | None = Field(None, description="image requests: the stored images")
+    timings: dict[str, Any] | None = Field(None, description="image requests: the worker's and gateway's timings")
 
 
 class AuditPage(BaseModel):

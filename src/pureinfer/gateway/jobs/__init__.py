@@ -1,0 +1,1 @@
+"""Asynchronous jobs: POST /jobs, status, progress, cancellation, SSE and webhooks (issue 10)."""
