@@ -96,6 +96,19 @@ def test_every_worker_endpoint(product: Product) -> None:
         if image is not None:
             w.fetch(image.json()["image_url"], check=png)
             w.fetch(image.json()["thumbnail_url"], check=webp)
+            assert image.json()["execution_metadata"]["worker_type"] == "image"
+
+        def image_stream(r: httpx.Response) -> None:
+            """SSE: {progress: {step, total}} per denoising step, the whole response, [DONE]."""
+            assert r.headers["content-type"].startswith("text/event-stream")
+            events = sse_data(r.text)
+            assert events[-1] == "[DONE]", events[-3:]
+            *progress, final = (json.loads(e) for e in events[:-1])
+            assert [p["progress"] for p in progress] == [{"step": 1, "total": 2}, {"step": 2, "total": 2}]
+            image_response_fields = (final["width"], final["steps"], final["images"][0]["seed"])
+            assert final["success"] is True and image_response_fields == (64, 2, 7)
+        w.call("POST", "/generate", {"prompt": "a fox in the snow", **IMAGE, "steps": 2, "stream": True},
+               check=image_stream)
 
         # -- the OpenAI-compatible API ------------------------------------------------------------------
         def models(r: httpx.Response) -> None:
@@ -138,7 +151,7 @@ def test_every_worker_endpoint(product: Product) -> None:
         def status(r: httpx.Response) -> None:
             body = r.json()
             assert (body["status"], body["worker_info"]["type"]) == ("operational", "all")
-            assert body["performance"]["image"]["images_generated"] == 2
+            assert body["performance"]["image"]["images_generated"] == 3
         w.call("GET", "/status", check=status)
 
         assert not w.failures, "\n".join(w.failures) + "\n\nworker log:\n" + product.worker.log_tail()

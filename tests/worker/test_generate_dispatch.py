@@ -13,6 +13,9 @@ from pureinfer.worker.generate_dispatch import classify
     ({"prompt": "x", "width": 64}, "image"),
     ({"prompt": "x", "steps": 2, "seed": 1}, "image"),
     ({"prompt": "x", "negative_prompt": "blurry"}, "image"),
+    ({"prompt": "x", "stream": True}, "text"),  # as before images could stream
+    ({"prompt": "x", "max_tokens": 5, "stream": True}, "text"),
+    ({"prompt": "x", "steps": 2, "stream": True}, "image"),  # stream goes with the other fields
 ])
 def test_rule(body: dict, kind: str) -> None:
     assert classify(body) == kind

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,23 @@ def test_text_and_image_on_one_path(all_client: TestClient) -> None:
     assert body["metadata"]["seed"] == 5 and body["image_url"]
     served = all_client.get(httpx.URL(body["image_url"]).path)
     assert served.status_code == 200 and served.content.startswith(b"\x89PNG")
+    # Each answer names the worker type that actually served it, not the role `all`.
+    assert text.json()["execution_metadata"]["worker_type"] == "chat"
+    assert body["execution_metadata"]["worker_type"] == "image"
+    assert body["execution_metadata"]["architecture"] == "pure_inference_engine"
+
+
+def test_image_progress_streams_on_the_shared_path(all_client: TestClient) -> None:
+    r = all_client.post("/generate", json={"prompt": "a cat", "width": 64, "height": 64, "steps": 3, "seed": 5,
+                                           "stream": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    data = [line[5:].strip() for line in r.text.splitlines() if line.startswith("data:")]
+    assert data[-1] == "[DONE]"
+    events = [json.loads(d) for d in data[:-1]]
+    assert [e["progress"]["step"] for e in events[:-1]] == [1, 2, 3]
+    assert events[-1]["execution_metadata"]["worker_type"] == "image" and events[-1]["images"][0]["seed"] == 5
+    text = all_client.post("/generate", json={"prompt": "a cat", "max_tokens": 3, "min_tokens": 3, "stream": True})
+    assert text.status_code == 200 and '"text"' in text.text and '"progress"' not in text.text
 
 
 @pytest.mark.parametrize(("payload", "fields"), [

@@ -12,7 +12,7 @@ the task that iterates it, aborts the request inside the engine within one decod
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -105,8 +105,18 @@ class TextEngine(Protocol):
 #
 # An image engine takes validated requests and returns PIL images. Requests that agree on
 # `ImageRequest.batch_key()` may share one pipeline call; image i of a request is drawn from
-# seed + i whatever else shares the call. Cancelling the awaiting task drops the request; a
-# passed deadline raises WorkerTimeout and stops the denoising loop.
+# seed + i whatever else shares the call. Cancelling the awaiting task drops the request: a queued
+# one never runs, a running one stops at the end of the current denoising step (its batch stops
+# when nobody waits for it any more); a passed deadline raises WorkerTimeout the same way.
+#
+# Progress: `ImageRequest.on_progress`, when set, is called as `on_progress(step, total)` after
+# each denoising step, steps counted from 1 to `total` (the request's `steps`), FROM THE ENGINE
+# THREAD, never for a request that was given up. It must be quick and must not touch the event
+# loop's objects directly: a caller on an event loop hands the call over with
+# `loop.call_soon_threadsafe` (api/image/serving.py does, and offers an on-loop callback). An
+# exception it raises is logged and ignored: progress never fails a generation.
+
+ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +133,8 @@ class ImageRequest:
     scheduler: str = "euler"  # one of ImageEngine.schedulers
     # Monotonic-clock deadline (time.monotonic()); the engine stops the request when it passes.
     deadline: float | None = None
+    # (step, total) after each denoising step, from the engine thread (see above).
+    on_progress: ProgressCallback | None = field(default=None, compare=False, repr=False)
 
     def batch_key(self) -> tuple[int, int, int, str, float]:
         """Requests with equal keys can share one denoising loop."""

@@ -1,6 +1,7 @@
 """The gateway app: `create_app(GatewaySettings(...))`.
 
-`Gateway` holds the parts (store, template service, registry, client, audit writer) on
+`Gateway` holds the parts (store, template service, registry, client, audit writer, the
+prompting and image services) on
 `app.state.gateway`; the lifespan opens the store (running migrations), loads the registry,
 and runs the health-check and audit loops. Errors leave as the one envelope
 (`errors.envelope`), with Retry-After where the error carries one.
@@ -23,9 +24,13 @@ from pureinfer.db.store import Store, open_store
 from pureinfer.gateway.audit.router import router as audit_router
 from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
+from pureinfer.gateway.images.router import router as images_router
+from pureinfer.gateway.images.service import ImageService
 from pureinfer.gateway.jobs.router import router as jobs_router
 from pureinfer.gateway.jobs.service import JobService
 from pureinfer.gateway.jobs.webhooks import WebhookSender
+from pureinfer.gateway.metrics import GatewayMetrics, MetricsMiddleware, gateway_families
+from pureinfer.gateway.metrics import router as metrics_router
 from pureinfer.gateway.prompting.router import router as prompting_router
 from pureinfer.gateway.prompting.service import PromptingService
 from pureinfer.gateway.session.router import router as session_router
@@ -48,8 +53,10 @@ class Gateway:
     """The gateway's parts, built once per app."""
 
     def __init__(self, settings: GatewaySettings, store: Store, http: httpx.AsyncClient, pins: AddressPins,
-                 url_policy: UrlPolicy | None = None, webhook_policy: UrlPolicy | None = None) -> None:
+                 url_policy: UrlPolicy | None = None, webhook_policy: UrlPolicy | None = None,
+                 metrics: GatewayMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or GatewayMetrics()
         self.store = store
         self.http = http
         # Registration has its own secret, never the worker signing secret: a worker holding the
@@ -67,6 +74,7 @@ class Gateway:
                                  max_buffer=settings.audit_max_buffer, retention_days=settings.audit_retention_days,
                                  store_timeout_s=settings.store_timeout_s)
         self.prompting = PromptingService(self.templates, self.client, self.audit, settings)
+        self.images = ImageService(self.client, self.prompting, self.audit, settings)
         queue = open_queue(settings.queue, prefix=settings.queue_prefix,
                            visibility_timeout_s=settings.queue_visibility_timeout_s,
                            max_attempts=settings.queue_max_attempts)
@@ -108,8 +116,9 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
         store = await asyncio.to_thread(open_store, settings.effective_database_url)
         pins = AddressPins()  # the registry validates worker addresses, the client connects to them only
         http = worker_http_client(pins)
-        gw = Gateway(settings, store, http, pins, url_policy, webhook_policy)
+        gw = Gateway(settings, store, http, pins, url_policy, webhook_policy, metrics)
         app.state.gateway = gw
+        metrics.add_collector("gateway", lambda: gateway_families(gw))
         tasks = [asyncio.create_task(gw.audit.run(), name="audit-writer"),
                  asyncio.create_task(gw.jobs.run_events(), name="job-events"),
                  asyncio.create_task(gw.jobs.run_retention(), name="job-retention")]
@@ -142,8 +151,11 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
             await http.aclose()
             await asyncio.to_thread(store.dispose)
 
+    metrics = GatewayMetrics()  # this app's own registry (metrics.py)
     app = FastAPI(title="pureinfer gateway", version="0.1.0", lifespan=lifespan)
+    app.state.metrics = metrics
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # 413 before any body is parsed
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outside the body limit: 413s are counted
     app.add_middleware(RequestIdMiddleware)  # outermost: the 413 carries the request id too
 
     install_error_handlers(app)  # the one envelope, as on the workers
@@ -156,9 +168,11 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
                 "audit": gw.audit.status()}
 
     app.include_router(prompting_router)
+    app.include_router(images_router)
     app.include_router(templates_router)
     app.include_router(workers_router)
     app.include_router(audit_router)
     app.include_router(jobs_router)
+    app.include_router(metrics_router)
     app.include_router(session_router)
     return app

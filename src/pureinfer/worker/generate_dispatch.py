@@ -5,9 +5,12 @@ same path (permit, validation, engine) as on a chat or image worker.
 
 The rule, decided by the body's field names alone (values play no part):
   - a body with `messages` or any text-only field (max_tokens, min_tokens, temperature, top_p,
-    top_k, stop, repetition_penalty, stream, model) is a text request;
+    top_k, stop, repetition_penalty, model) is a text request;
   - a body with any image-only field (negative_prompt, width, height, steps, cfg_scale,
     num_images, scheduler, output, truncate) is an image request;
+  - `stream` belongs to both (text deltas, or image progress per denoising step): it goes with
+    the kind the other fields decide, and alone with `prompt` it still means text, as it did
+    before images could stream;
   - a body with fields of both kinds, or with only shared fields (`prompt`, `seed`), is ambiguous
     and refused with INVALID_PAYLOAD naming the fields that decided it.
 """
@@ -29,7 +32,7 @@ from pureinfer.http_errors import validation_to_invalid_payload
 from pureinfer.worker.runtime import WorkerRuntime
 
 TEXT_ONLY = frozenset({"messages", "max_tokens", "min_tokens", "temperature", "top_p", "top_k", "stop",
-                       "repetition_penalty", "stream", "model"})
+                       "repetition_penalty", "model"})
 IMAGE_ONLY = frozenset({"negative_prompt", "width", "height", "steps", "cfg_scale", "num_images", "scheduler",
                         "output", "truncate"})
 
@@ -49,6 +52,8 @@ def classify(body: Any) -> str:
         return "text"
     if image:
         return "image"
+    if "stream" in keys:  # shared, but without image fields it has always meant text
+        return "text"
     raise InvalidPayload(
         "Ambiguous /generate body: add `messages` or a text field (e.g. max_tokens) for text, "
         "or an image field (e.g. width, steps) for an image",
@@ -75,6 +80,8 @@ def build_dispatch_router(runtime: WorkerRuntime) -> APIRouter:
             raise validation_to_invalid_payload(list(exc.errors())) from None
         from pureinfer.api.image.router import native_answer
 
+        if image_req.stream:  # the stream's response cancels the generation when the client leaves
+            return await native_answer(runtime.require_image(), image_req, request)
         return await unless_disconnected(request.receive, native_answer(runtime.require_image(), image_req, request))
 
     return router

@@ -63,7 +63,8 @@ def test_defaults_and_random_seed(client, serving, engine, local_store, image_se
     assert body["negative_prompt"] == "" and body["tokens"]["negative_prompt_tokens"] == 0
     assert ImageGenerateRequest(prompt="x").model_dump() == {
         "prompt": "x", "negative_prompt": None, "width": None, "height": None, "steps": 20, "cfg_scale": 7.5,
-        "seed": -1, "num_images": 1, "scheduler": "euler", "output": "url", "truncate": False}
+        "seed": -1, "num_images": 1, "scheduler": "euler", "output": "url", "truncate": False,
+        "stream": False}
 
 
 def test_b64_json_output_and_reproducibility(client) -> None:

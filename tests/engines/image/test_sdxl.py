@@ -108,6 +108,53 @@ async def test_cancelled_request_is_dropped(engine) -> None:
     assert after["denoise_steps"] - before["denoise_steps"] < 200
 
 
+@pytest.mark.parametrize("scheduler", ["euler", "euler_a", "dpmpp_2m", "ddim"])
+async def test_progress_is_reported_after_each_step_in_order_up_to_total(engine, scheduler: str) -> None:
+    import threading
+
+    calls: list[tuple[int, int, str]] = []
+    result = await engine.generate(req(4, steps=5, scheduler=scheduler,
+                                       on_progress=lambda s, t: calls.append((s, t, threading.current_thread().name))))
+    assert [(s, t) for s, t, _ in calls] == [(i, 5) for i in range(1, 6)]
+    assert {name for *_, name in calls} == {"sdxl-engine"}  # the engine thread: the caller hands it over
+    assert len(result.images) == 1
+
+
+async def test_requests_sharing_a_batch_each_get_their_own_progress(engine) -> None:
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+    a = req(5, steps=3, on_progress=lambda s, t: seen["a"].append(s))
+    b = req(6, n=2, steps=3, on_progress=lambda s, t: seen["b"].append(s))
+    results = await asyncio.gather(engine.generate(a), engine.generate(b), engine.generate(req(7, steps=3)))
+    assert [r.batch_size for r in results] == [4, 4, 4]  # one call, three requests (one without a callback)
+    assert seen == {"a": [1, 2, 3], "b": [1, 2, 3]}
+
+
+async def test_a_failing_progress_callback_does_not_fail_the_generation(engine) -> None:
+    def broken(step: int, total: int) -> None:
+        raise RuntimeError("the caller's bug")
+
+    assert len((await engine.generate(req(8, steps=2, on_progress=broken))).images) == 1
+
+
+async def test_cancel_stops_a_running_request_between_steps(engine) -> None:
+    """Cancelled once progress shows it running: no step is reported after the stop."""
+    await wait_idle(engine)
+    before = engine.stats()
+    steps: list[int] = []
+    task = asyncio.create_task(engine.generate(req(1, steps=1000, on_progress=lambda s, t: steps.append(s))))
+    t0 = time.monotonic()
+    while len(steps) < 2:  # running, not merely queued
+        assert time.monotonic() - t0 < 60 and not task.done()
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_idle(engine)
+    after = engine.stats()
+    assert after["abandoned_batches"] == before["abandoned_batches"] + 1
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) < 1000
+
+
 async def test_device_oom_becomes_out_of_memory_and_the_engine_stays_ready(engine) -> None:
     import torch
 

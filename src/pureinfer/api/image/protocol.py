@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pureinfer.api.native.protocol import ARCHITECTURE
 from pureinfer.engines.base import ImageRequest
 
 Scheduler = Literal["euler", "euler_a", "dpmpp_2m", "ddim"]
@@ -48,6 +49,9 @@ class ImageGenerateRequest(BaseModel):
     output: Literal["url", "b64_json"] = "url"
     truncate: bool = Field(default=False, description="Cut prompts to the CLIP window instead of refusing "
                            "them; the response says how many tokens were dropped")
+    stream: bool = Field(default=False, description="Answer with Server-Sent Events: "
+                         '{"progress": {"step", "total"}, "request_id"} after each denoising step, then one '
+                         "event with the whole response, then [DONE]")
 
     _prompt = field_validator("prompt")(_non_blank)
 
@@ -87,6 +91,21 @@ class TokenCounts(BaseModel):
     negative_prompt_tokens_dropped: int = 0
 
 
+class ImageExecutionMetadata(BaseModel):
+    """The seed's `execution_metadata` (worker_type, architecture) and what reproduces and
+    explains an image run."""
+
+    worker_type: Literal["image"] = "image"  # also on a role-`all` worker: the type that served it
+    architecture: str = ARCHITECTURE
+    model_used: str
+    seeds: list[int] = Field(description="the seed of each image, in order (image i: seed + i)")
+    num_images: int
+    batch_size: int = Field(description="images in the pipeline call that made these (shared with other requests)")
+    queue_time: float = Field(description="seconds waiting for a batch slot")
+    denoise_time: float = Field(description="seconds of the pipeline call")
+    device: str | None = None
+
+
 class ImageGenerateResponse(BaseModel):
     success: Literal[True] = True
     image_url: str | None = Field(description="URL of the first image (null with output=b64_json)")
@@ -103,6 +122,7 @@ class ImageGenerateResponse(BaseModel):
     generation_time: float
     tokens: TokenCounts
     request_id: str
+    execution_metadata: ImageExecutionMetadata
 
 
 # --- OpenAI: POST /v1/images/generations --------------------------------------------------------

@@ -19,6 +19,7 @@ from pureinfer.api.image.protocol import (
     OpenAIImagesResponse,
 )
 from pureinfer.api.image.serving import ImageServing
+from pureinfer.api.sse import sse_response
 from pureinfer.errors import NotFound
 
 ServingSource = ImageServing | Callable[[], ImageServing]
@@ -36,7 +37,10 @@ def build_image_router(serving: ServingSource, *, mount_generate: bool) -> APIRo
     if mount_generate:
         @router.post("/generate", response_model=ImageGenerateResponse)
         async def generate(body: ImageGenerateRequest, request: Request) -> Response:
-            """Generate images (the native contract, plus num_images, scheduler, output, truncate)."""
+            """Generate images (the native contract, plus num_images, scheduler, output, truncate,
+            and `stream` for per-step progress as Server-Sent Events)."""
+            if body.stream:
+                return await native_answer(get_serving(), body, request)
             return await unless_disconnected(request.receive, native_answer(get_serving(), body, request))
 
     @router.post("/v1/images/generations", response_model=OpenAIImagesResponse, tags=["openai"])
@@ -59,6 +63,12 @@ def build_image_router(serving: ServingSource, *, mount_generate: bool) -> APIRo
 
 
 async def native_answer(serving: ImageServing, body: ImageGenerateRequest, request: Request) -> Response:
+    """JSON, or with `stream: true` SSE (admitted and validated before the stream starts, so a
+    refusal keeps its HTTP status). Either way a client that leaves cancels the generation: the
+    JSON path through `unless_disconnected` (by the caller), the stream when its response ends."""
+    if body.stream:
+        g = serving.admit(body, _request_id(request), base_url=str(request.base_url))
+        return sse_response(g.events(), g.request_id, on_close=g.aclose)
     return JSONResponse(await serving.generate(body, _request_id(request), base_url=str(request.base_url)))
 
 

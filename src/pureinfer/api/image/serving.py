@@ -9,24 +9,42 @@ role-`all` dispatcher, in TGI's order:
 4. encode each image as PNG with its A1111 "parameters" chunk (plus a WEBP thumbnail), store it
    or inline it as base64;
 5. record metrics and answer in the native shape; the permit is returned in every path.
+
+Two ways in. `generate()` does all of it in one call (OpenAI's route, the role-`all`
+dispatcher, a queue consumer). `admit()` does steps 1-2 and returns an `ImageGeneration` that
+the caller owns and closes (`aclose()`, once, in every path): a streaming response admits first,
+so a refusal still gets its HTTP status, then runs the generation while it streams.
+
+Progress. `generate(..., on_progress=f)` and `ImageGeneration.result(on_progress=f)` call
+`f(step, total)` ON THE EVENT LOOP after each denoising step (steps 1..total, total = the
+request's steps): the engine calls back from its own thread (engines/base.py) and this module
+hands each call over with `loop.call_soon_threadsafe`, so `f` may touch asyncio objects but must
+not block. `ImageGeneration.events()` turns the same calls into the SSE events of
+`stream: true`: `{"progress": {"step", "total"}, "request_id"}` per step, then the full response.
+Cancelling the awaiting task (a client that went away, a cancelled job) stops the request in the
+engine between two steps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import dataclasses
 import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pureinfer.api.admission import Admission
+from pureinfer.api.admission import Admission, Permit
 from pureinfer.api.image import metrics
 from pureinfer.api.image.pnginfo import GenerationParameters, encode_png, encode_thumbnail
 from pureinfer.api.image.protocol import (
+    ImageExecutionMetadata,
     ImageGenerateRequest,
     ImageGenerateResponse,
     ImageItem,
@@ -42,6 +60,9 @@ from pureinfer.storage import ObjectStore, new_key
 log = logging.getLogger("pureinfer.image")
 
 DEFAULT_SIZE = 1024  # SDXL's native size; clamped into the configured bounds
+
+# (step, total) after each denoising step, called on the event loop (see the module docstring).
+ProgressHandler = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -121,27 +142,42 @@ class ImageServing:
 
     # -- generation ------------------------------------------------------------------------------
 
-    async def generate(self, req: ImageGenerateRequest, request_id: str, *, size_field: str | None = None,
-                       base_url: str | None = None) -> dict[str, Any]:
-        """The native response for `req`. `base_url`: how the client reached us (for local file
-        URLs when no public base URL is configured); `size_field`: the field that carried the size."""
+    def admit(self, req: ImageGenerateRequest, request_id: str, *, size_field: str | None = None,
+              base_url: str | None = None) -> ImageGeneration:
+        """A permit, then one validation (steps 1-2); the caller owns the generation and closes it.
+        `base_url`: how the client reached us (for local file URLs when no public base URL is
+        configured); `size_field`: the field that carried the size (OpenAI's "size")."""
         t0 = time.monotonic()
+        try:
+            permit = self.admission.acquire("image")
+            try:
+                valid = self.validate(req, request_id, size_field, t0)
+            except BaseException:
+                permit.release()
+                raise
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+        return ImageGeneration(self, valid, permit, base_url, t0)
+
+    async def generate(self, req: ImageGenerateRequest, request_id: str, *, size_field: str | None = None,
+                       base_url: str | None = None, on_progress: ProgressHandler | None = None) -> dict[str, Any]:
+        """The native response for `req`, in one call (see `admit` for the arguments; progress as
+        in the module docstring)."""
         # Log records carry the request id through the context variable (set here when the caller,
         # e.g. a queue consumer, did not), never through `extra`, which the record factory owns.
         token = request_id_var.set(request_id) if request_id_var.get() is None else None
         try:
-            with self.admission.acquire("image"):
-                response = await self._generate(self.validate(req, request_id, size_field, t0), base_url, t0)
-        except BaseException as exc:
-            self._failures += 1
-            outcome = exc.code.value if isinstance(exc, PureInferError) else type(exc).__name__
-            metrics.IMAGE_REQUESTS.labels(outcome=outcome).inc()
-            raise
+            async with self.admit(req, request_id, size_field=size_field, base_url=base_url) as g:
+                return await g.result(on_progress=on_progress)
         finally:
             if token is not None:
                 request_id_var.reset(token)
-        metrics.IMAGE_REQUESTS.labels(outcome="ok").inc()
-        return response
+
+    def _failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        outcome = exc.code.value if isinstance(exc, PureInferError) else type(exc).__name__
+        metrics.IMAGE_REQUESTS.labels(outcome=outcome).inc()
 
     async def _generate(self, valid: ValidImageRequest, base_url: str | None, t0: float) -> dict[str, Any]:
         req = valid.request
@@ -170,6 +206,10 @@ class ImageServing:
             images=list(items), negative_prompt=req.negative_prompt, scheduler=req.scheduler,  # type: ignore[arg-type]
             width=req.width, height=req.height, steps=req.steps, cfg_scale=req.cfg_scale, model_used=self.model_name,
             generation_time=round(elapsed, 3), tokens=valid.tokens, request_id=req.request_id,
+            execution_metadata=ImageExecutionMetadata(
+                model_used=self.model_name, seeds=result.seeds, num_images=len(items), batch_size=result.batch_size,
+                queue_time=round(result.queue_s, 3), denoise_time=round(result.run_s, 3),
+                device=str(getattr(self.engine, "device", "")) or None),
         ).model_dump()
 
     async def _item(self, image: Any, params: GenerationParameters, output: str,
@@ -236,6 +276,94 @@ class ImageServing:
 
     async def shutdown(self) -> None:
         await self.engine.shutdown()
+
+
+class ImageGeneration:
+    """One admitted image request: its valid form and its permit. `result()` or `events()` runs
+    it once; `aclose()` ends it exactly once in every path (also when a streaming response was
+    cancelled before its body began, see api/sse.py): it cancels the run, which stops the request
+    in the engine between two steps, and returns the permit after that."""
+
+    def __init__(self, serving: ImageServing, valid: ValidImageRequest, permit: Permit, base_url: str | None,
+                 admitted_at: float) -> None:
+        self.serving = serving
+        self.valid = valid
+        self._permit = permit
+        self._base_url = base_url
+        self._t0 = admitted_at
+        self._task: asyncio.Task[dict[str, Any]] | None = None
+        self._closed = False
+
+    @property
+    def request_id(self) -> str:
+        return self.valid.request.request_id
+
+    async def result(self, on_progress: ProgressHandler | None = None) -> dict[str, Any]:
+        """The native response; `on_progress(step, total)` on the event loop after each step."""
+        if self._task is not None:
+            raise RuntimeError("an image generation runs once")
+        valid = self.valid
+        if on_progress is not None:
+            valid = dataclasses.replace(valid, request=dataclasses.replace(
+                valid.request, on_progress=_on_loop(asyncio.get_running_loop(), on_progress)))
+        self._task = asyncio.ensure_future(self.serving._generate(valid, self._base_url, self._t0))
+        try:
+            response = await asyncio.shield(self._task)  # aclose() cancels the task itself
+        except BaseException as exc:
+            self._task.cancel()
+            self.serving._failed(exc)
+            raise
+        metrics.IMAGE_REQUESTS.labels(outcome="ok").inc()
+        return response
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """The SSE events of `stream: true`: progress per step, then the full response."""
+        steps: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+        run = asyncio.ensure_future(self.result(on_progress=lambda s, t: steps.put_nowait((s, t))))
+        try:
+            while True:
+                next_step = asyncio.ensure_future(steps.get())
+                await asyncio.wait((next_step, run), return_when=asyncio.FIRST_COMPLETED)
+                if not next_step.done():
+                    next_step.cancel()
+                    break
+                yield self._progress_event(*next_step.result())
+            while not steps.empty():  # steps handed over before the run ended, not yet sent
+                yield self._progress_event(*steps.get_nowait())
+            yield run.result()
+        finally:
+            run.cancel()
+            with contextlib.suppress(BaseException):
+                await run
+
+    def _progress_event(self, step: int, total: int) -> dict[str, Any]:
+        return {"progress": {"step": step, "total": total}, "request_id": self.request_id}
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._task is not None and not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._task
+        finally:
+            self._permit.release()
+
+    async def __aenter__(self) -> ImageGeneration:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, handler: ProgressHandler) -> Callable[[int, int], None]:
+    """An engine-thread callback that runs `handler` on `loop` (dropped once the loop is closed)."""
+    def call(step: int, total: int) -> None:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(handler, step, total)
+    return call
 
 
 def model_name(settings: WorkerSettings, model_id: str) -> str:

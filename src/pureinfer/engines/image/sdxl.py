@@ -7,7 +7,8 @@ How a request travels:
    scale; up to `image_max_batch` images) and runs one pipeline call for it:
    each request's prompts are encoded on their own, one CPU `torch.Generator` per image seeded
    with seed + i, a fresh scheduler, and `callback_on_step_end` checking every step whether
-   anyone still waits for the batch.
+   anyone still waits for the batch (a cancelled request is given up there, between two steps)
+   and calling each live request's `on_progress(step, total)` (engines/base.py).
 3. Results, or the translated error (OUT_OF_MEMORY, INTERNAL_ERROR), go back to each future;
    a batch of several requests that runs out of memory is retried one request at a time first
    (after leaving the ``except`` block and freeing the allocator's cache: the exception's
@@ -93,6 +94,16 @@ class _Pending:
     def abandoned(self, now: float) -> bool:
         deadline = self.request.deadline
         return self.job.cancelled or self.future.done() or (deadline is not None and now >= deadline)
+
+    def progress(self, step: int, total: int) -> None:
+        """The request's progress callback, on the engine thread; its failure is only logged."""
+        callback = self.request.on_progress
+        if callback is None:
+            return
+        try:
+            callback(step, total)
+        except Exception:
+            log.exception("image progress callback failed (request %s)", self.request.request_id)
 
     def settle(self, result: ImageResult | None = None, error: BaseException | None = None) -> None:
         def _set() -> None:
@@ -330,13 +341,16 @@ class SDXLImageEngine:
         cls_name, overrides = SCHEDULERS[first.scheduler]
         pipe.scheduler = getattr(diffusers, cls_name).from_config(self._base_scheduler_config, **overrides)
 
-        # 4. Stop as soon as nobody waits for the batch.
-        def on_step_end(_pipe: Any, _step: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # 4. Report progress to whoever still waits; stop as soon as nobody does.
+        def on_step_end(_pipe: Any, step: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             with self._lock:
                 self._stats.denoise_steps += 1
             now = time.monotonic()
-            if all(p.abandoned(now) for p in batch):
+            live = [p for p in batch if not p.abandoned(now)]
+            if not live:
                 raise _BatchAbandoned("batch abandoned")
+            for p in live:
+                p.progress(step + 1, first.steps)
             return kwargs
 
         # 5. Denoise and decode.

@@ -125,6 +125,7 @@ class TemplateService:
         self._inline_reads = store.engine.dialect.name == "sqlite"
         self._reads_in_flight: dict[int, float] = {}
         self._read_ids = itertools.count()
+        self.cache_stats = {"hits": 0, "misses": 0}  # selections, for /metrics
 
 
     # -- selection ---------------------------------------------------------------------------
@@ -164,6 +165,7 @@ class TemplateService:
             log.warning("template store unreachable; serving cached templates", extra={"event": "template_cache_stale"})
             gen = snap.generation
         cache_hit = snap is not None and snap.generation == gen
+        self.cache_stats["hits" if cache_hit else "misses"] += 1
         if not cache_hit:
             async with self._reload_lock:
                 snap = self._snapshot
