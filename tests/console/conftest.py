@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,7 @@ def browser() -> Iterator[object]:
         b.close()
 
 
-def sign_in(page, served: Served) -> None:  # type: ignore[no-untyped-def]
+def sign_in(page, served: Served | QueueGateway) -> None:  # type: ignore[no-untyped-def]
     """Sign in by keyboard, as a person would."""
     from playwright.sync_api import expect
 
@@ -57,3 +59,37 @@ def page(browser, served: Served) -> Iterator[object]:  # type: ignore[no-untype
     yield pg
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@dataclass
+class QueueGateway:
+    """A gateway (in process, console attached) whose jobs go to Redis with no worker reading
+    them: a job stays queued until it is cancelled, whatever the machine's speed."""
+
+    url: str
+    admin_key: str
+    api_key: str
+
+
+@pytest.fixture(scope="session")
+def queue_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueGateway]:
+    from pureinfer.console import attach_console
+    from pureinfer.gateway.app import create_app
+    from pureinfer.gateway.settings import GatewaySettings
+    from tests.support.live import LiveServer
+
+    settings = GatewaySettings(cache_dir=tmp_path_factory.mktemp("queue-gateway"), admin_keys=["qa-admin"],
+                               api_keys=["qa-caller"], queue="redis://127.0.0.1:6379/0",
+                               queue_prefix=f"console-test-{uuid.uuid4().hex[:8]}")
+    app = create_app(settings)
+    attach_console(app)
+    import httpx
+
+    with LiveServer(app) as live:
+        chat_template = {"template_name": "queue_chat", "enhancer_model": "qwen_instruct", "target_model": "chat",
+                         "job_type": "chat", "use_case": "chat", "content_mode": "sfw",
+                         "system_prompt": "You are brief.", "token_limit": 64}
+        r = httpx.post(f"{live.url}/templates", json=chat_template, trust_env=False,
+                       headers={"Authorization": "Bearer qa-admin"})
+        assert r.status_code == 201, r.text
+        yield QueueGateway(live.url, "qa-admin", "qa-caller")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.console.conftest import NARROW, SCREENSHOTS, WIDE, sign_in
+from tests.console.conftest import NARROW, SCREENSHOTS, WIDE, QueueGateway, sign_in
 from tests.support.serve import Served
 
 PAGES = ["playground", "templates", "workers", "jobs", "monitoring"]
@@ -156,6 +156,50 @@ def test_a_state_change_without_the_csrf_token_is_refused(page: Page) -> None:
         return r.status;
     }""", body)
     assert accepted == 201
+
+
+def test_an_enhanced_prompt_becomes_an_image_with_its_seed_in_the_gallery(page: Page, served: Served) -> None:
+    page.goto(f"{served.url}/ui/playground")
+    page.get_by_label("Image idea").fill("a red fox in the snow")
+    page.get_by_role("button", name="Enhance").click()
+    expect(page.locator("#enhanced-text")).not_to_be_empty()
+    expect(page.locator("#enhance-strategy")).to_contain_text("sdxl_enhance_instruct_sfw")
+    page.locator("#image-seed").fill("42")
+    page.locator("#image-steps").fill("2")
+    page.get_by_role("button", name="Generate an image from it").click()
+    item = page.locator("#gallery li[data-seed='42']")
+    expect(item).to_have_count(1)
+    expect(item.locator(".seed")).to_contain_text("seed 42 · 64×64 · 2 steps")
+    expect(item.get_by_role("link", name="Download PNG")).to_have_attribute("href", re.compile(r"^data:image/png;base64,"))
+    assert item.locator("img").evaluate("img => img.complete && img.naturalWidth") == 64
+
+    # "reuse seed" puts the seed and prompt back; the same seed draws the same pixels
+    page.locator("#image-seed").fill("")
+    item.get_by_role("button", name="Reuse seed").click()
+    expect(page.locator("#image-seed")).to_have_value("42")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    expect(page.locator("#gallery li[data-seed='42']")).to_have_count(2)
+    srcs = page.locator("#gallery li[data-seed='42'] img").evaluate_all("imgs => imgs.map(i => i.src)")
+    assert srcs[0] == srcs[1]
+
+
+@pytest.mark.redis
+def test_a_job_is_cancelled_from_the_jobs_page(browser, queue_gateway: QueueGateway) -> None:  # type: ignore[no-untyped-def]
+    caller = {"Authorization": f"Bearer {queue_gateway.api_key}"}
+    job = httpx.post(f"{queue_gateway.url}/jobs", headers=caller, trust_env=False, json={
+        "type": "text", "params": {"message": "Tell a story", "max_tokens": 16}}).json()
+    assert job.get("status") == "queued", job
+    context = browser.new_context(viewport=WIDE)
+    page = context.new_page()
+    sign_in(page, queue_gateway)
+    page.goto(f"{queue_gateway.url}/ui/jobs")
+    row = page.locator(f"#job-table tr[data-job='{job['job_id']}']")
+    expect(row.locator(".pill")).to_have_text("queued")
+    row.get_by_role("button", name=f"Cancel job {job['job_id']}").click()
+    expect(page.locator("#status")).to_have_text(f"Job {job['job_id']} cancelled")
+    expect(row.locator(".pill")).to_have_text("cancelled")
+    expect(row.get_by_role("button")).to_have_count(0)  # nothing left to cancel
+    context.close()
 
 
 def test_workers_show_the_registry_and_add_and_remove(page: Page, served: Served) -> None:

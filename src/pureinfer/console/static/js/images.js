@@ -1,6 +1,6 @@
 // The playground's image form and gallery. An image is generated as a job (`POST /jobs`, type
-// image) whose progress arrives over `GET /jobs/{id}/events`; a gateway without jobs is asked
-// synchronously (`POST /generate-image`). Images come back as base64 PNG (data: URLs, allowed
+// image) whose progress arrives over `GET /jobs/{id}/events`; a gateway that runs no image jobs
+// (no jobs API, or no image service behind it) is asked synchronously (`POST /generate-image`). Images come back as base64 PNG (data: URLs, allowed
 // by the page's CSP), so "download PNG" needs no second request.
 import { api, ApiError, el, fail, request, sseEvents, status } from "./api.js";
 
@@ -10,7 +10,7 @@ let currentJob = null;
 
 function imageBody(form) {
   const f = form.elements;
-  const body = { prompt: f.prompt.value, output: "b64_json" };
+  const body = { prompt: f.prompt.value, output: "b64_json", truncate: f.truncate.checked };
   if (f.negative_prompt.value.trim()) body.negative_prompt = f.negative_prompt.value.trim();
   for (const name of ["width", "height", "steps", "seed", "num_images"]) {
     if (f[name].value !== "") body[name] = parseInt(f[name].value, 10);
@@ -43,6 +43,12 @@ function addToGallery(result, params) {
   });
 }
 
+function noImageJobs(status, body) {
+  if (status === 404 || status === 405) return true;
+  const fields = (body && body.details && body.details.fields) || [];
+  return status === 400 && fields.some((f) => f.field === "type");
+}
+
 async function followJob(jobId) {
   // Progress over SSE; each event carries the job's state (status, progress, result or error).
   const r = await request("GET", `/jobs/${encodeURIComponent(jobId)}/events`);
@@ -64,13 +70,13 @@ async function generate(form) {
   status("Generating…");
   try {
     let result;
-    const submitted = await request("POST", "/jobs", { type: "image", ...params });
-    if (submitted.status === 404 || submitted.status === 405) {
-      showProgress(0, params.steps, "running (this gateway has no jobs: one request)");
+    const submitted = await request("POST", "/jobs", { type: "image", params });
+    const data = submitted.status === 404 || submitted.status === 405 ? null : await submitted.json();
+    if (!submitted.ok && !noImageJobs(submitted.status, data)) throw new ApiError(submitted.status, data);
+    if (!submitted.ok) {
+      showProgress(0, params.steps, "running (this gateway runs no image jobs: one request)");
       result = await api("POST", "/generate-image", params);
     } else {
-      const data = await submitted.json();
-      if (!submitted.ok) throw new ApiError(submitted.status, data);
       currentJob = data.job_id;
       $("image-cancel").hidden = false;
       const job = await followJob(currentJob);

@@ -1,4 +1,4 @@
-import { api, ApiError, el, fail, formValues, meta, status, when } from "./api.js";
+import { api, ApiError, el, fail, formValues, meta, request, sseEvents, status, when } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
@@ -21,15 +21,33 @@ async function loadJobs() {
     const p = j.progress || {};
     const cancel = TERMINAL.has(j.status) ? null : el("button", { type: "button", class: "danger", text: "Cancel",
       "aria-label": `Cancel job ${j.job_id}`, onclick: async () => {
-        try { await api("POST", `/jobs/${encodeURIComponent(j.job_id)}/cancel`); status(`Cancelling ${j.job_id}`); await loadJobs(); } catch (err) { fail(err); }
+        try {
+          await api("POST", `/jobs/${encodeURIComponent(j.job_id)}/cancel`);
+          status(`Cancelling ${j.job_id}…`);
+          const final = await untilFinished(j.job_id);
+          await loadJobs();
+          status(`Job ${j.job_id} ${final}`);
+        } catch (err) { fail(err); }
       } });
     body.append(el("tr", { "data-job": j.job_id },
-      el("th", { scope: "row", text: j.job_id }), el("td", { text: j.type || j.kind || "—" }),
+      el("th", { scope: "row", class: "mono", text: j.job_id }), el("td", { text: j.type }),
       el("td", {}, el("span", { class: `pill ${j.status}`, text: j.status })),
       el("td", {}, p.total ? el("progress", { max: p.total, value: p.step || 0, "aria-label": `Progress of ${j.job_id}` }) : "—"),
       el("td", { text: when(j.created_at) }), el("td", {}, cancel)));
   }
   $("jobs-note").textContent = jobs.length ? "" : "No jobs yet.";
+}
+
+// Follow a job's events (SSE) until it is finished; its final status.
+async function untilFinished(jobId) {
+  const r = await request("GET", `/jobs/${encodeURIComponent(jobId)}/events`);
+  let last = "unknown";
+  if (!r.ok) return last;
+  for await (const job of sseEvents(r)) {
+    last = job.status;
+    if (TERMINAL.has(job.status)) break;
+  }
+  return last;
 }
 
 function isoOf(local) {
