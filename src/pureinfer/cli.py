@@ -17,8 +17,8 @@ from collections.abc import Iterator
 # module's parser: `bench text` must not import the web and settings stack it does not use (it
 # runs on bare GPU machines), and the worker's and gateway's help texts read their settings.
 COMMAND_MODULES = {
-    "pureinfer.worker.cli": ("worker", "demo-models", "sign"),
     "pureinfer.serve": ("serve",),
+    "pureinfer.worker.cli": ("worker", "demo-models", "sign"),
     "pureinfer.gateway.cli": ("gateway", "templates"),
     "pureinfer.bench.cli": ("bench",),
 }
@@ -30,8 +30,8 @@ start here:
   curl -s localhost:8000/chat -H 'Content-Type: application/json' \\
     -d '{"messages":[{"role":"user","content":"A sunset"}],"max_tokens":40}'
 
-`pureinfer COMMAND --help` lists a command's flags with their defaults; the flags of worker,
-gateway and templates are also environment variables (PUREINFER_PORT=8001)."""
+`pureinfer COMMAND --help` lists a command's flags with their defaults; the flags of serve,
+worker, gateway and templates are also environment variables (PUREINFER_PORT=8001)."""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
