@@ -68,6 +68,7 @@ def test_templates_create_edit_diff_and_roll_back(page: Page, served: Served) ->
     expect(changed).to_have_count(1)
     expect(changed.locator("td.old")).to_have_text("Keep it short.")
     expect(changed.locator("td.new")).to_have_text("Keep it under ten words.")
+    page.screenshot(path=str(SCREENSHOTS / "templates-diff-1280.png"), full_page=True)
 
     page.get_by_label("Label", exact=True).fill("production")
     page.locator("#l-version").select_option("1")
@@ -107,6 +108,7 @@ def test_playground_streams_a_chat_and_shows_its_proof(page: Page, served: Serve
     expect(meta.locator("dt:text-is('seed') + dd")).to_have_text("7")
     expect(page.locator("#chat-messages")).to_contain_text("You are a helpful assistant")
     expect(page.locator("#chat-messages")).to_contain_text("A lighthouse at dusk")
+    page.screenshot(path=str(SCREENSHOTS / "playground-chat-1280.png"), full_page=True)
 
 
 def _wait_for_audit(served: Served, rid: str) -> None:
@@ -181,6 +183,7 @@ def test_an_enhanced_prompt_becomes_an_image_with_its_seed_in_the_gallery(page: 
     expect(page.locator("#gallery li[data-seed='42']")).to_have_count(2)
     srcs = page.locator("#gallery li[data-seed='42'] img").evaluate_all("imgs => imgs.map(i => i.src)")
     assert srcs[0] == srcs[1]
+    page.screenshot(path=str(SCREENSHOTS / "playground-gallery-1280.png"), full_page=True)
 
 
 @pytest.mark.redis
