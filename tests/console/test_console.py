@@ -205,6 +205,22 @@ def test_a_job_is_cancelled_from_the_jobs_page(browser, queue_gateway: QueueGate
     context.close()
 
 
+def test_the_keyboard_alone_reaches_and_opens_a_template(page: Page, served: Served) -> None:
+    page.goto(f"{served.url}/ui/templates")
+    target = page.get_by_role("button", name="Open template playground_chat_sfw")
+    expect(target).to_be_visible()
+    for _ in range(80):  # Tab through the page until the template's button has the focus
+        if target.evaluate("b => b === document.activeElement"):
+            break
+        page.keyboard.press("Tab")
+    else:
+        raise AssertionError("Tab never reached the template's button")
+    page.keyboard.press("Enter")
+    expect(page.locator("#detail-h")).to_have_text("playground_chat_sfw")
+    page.keyboard.press("Shift+Tab")  # focus moves on from where it was; nothing traps it
+    assert page.evaluate("() => document.activeElement !== document.body")
+
+
 def test_workers_show_the_registry_and_add_and_remove(page: Page, served: Served) -> None:
     page.goto(f"{served.url}/ui/workers")
     rows = page.locator("#worker-table tbody tr")

@@ -38,7 +38,7 @@ function addToGallery(result, params) {
     const download = el("a", { class: "button secondary", href: src, download: `pureinfer-${seed}.png`, text: "Download PNG" });
     $("gallery").prepend(el("li", { "data-seed": seed },
       el("figure", {}, el("img", { src, alt: `Generated image for: ${params.prompt}`, width: img.width, height: img.height }),
-        el("figcaption", {}, el("span", { class: "seed", text: caption }), el("span", { class: "prompt", text: params.prompt }))),
+        el("figcaption", {}, el("span", { class: "seed", text: caption }), el("span", { class: "prompt", title: params.prompt, text: params.prompt }))),
       el("div", { class: "actions" }, reuse, download)));
   });
 }

@@ -101,7 +101,10 @@ chatForm.addEventListener("submit", async (event) => {
       ["seed", final && final.seed],
       ["prompt_sha256", final && final.prompt_sha256],
     ]);
-    item.dataset.requestId = r.headers.get("X-Request-ID") || "";
+    const rid = r.headers.get("X-Request-ID") || "";
+    item.dataset.requestId = rid;
+    $("chat-meta").append(el("dt", { text: "audit" }), el("dd", {},
+      el("a", { href: `/ui/jobs?request_id=${encodeURIComponent(rid)}`, text: "find this request in the audit log" })));
     if (tName) $("chat-messages").textContent = JSON.stringify(await messagesSent(tName, tVersion, body), null, 2);
     status(`Done: ${final ? final.tokens_generated : "?"} tokens in ${seconds.toFixed(2)} s`);
   } catch (err) {
