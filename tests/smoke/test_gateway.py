@@ -10,6 +10,7 @@ import json
 import re
 import time
 import uuid
+from typing import Any
 
 import httpx
 
@@ -121,6 +122,9 @@ def test_every_gateway_endpoint(product: Product) -> None:
         g.call("POST", "/chat", {"message": "hi", "max_tokens": 4, "stream": True}, key=CALLER_KEY, check=chat_stream,
                request_id=request_ids[2])
 
+        # -- jobs (the default in-process queue: the gateway runs them on the registered worker) ------
+        _jobs(g, worker_id)
+
         # -- the audit trail holds every call, failed or not (written in the background: a bounded wait)
         def audited(r: httpx.Response) -> dict[str, tuple[str, int]]:
             return {a["request_id"]: (a["endpoint"], a["status"]) for a in r.json()["records"]
@@ -137,6 +141,52 @@ def test_every_gateway_endpoint(product: Product) -> None:
         assert not g.failures, "\n".join(g.failures) + "\n\ngateway log:\n" + product.gateway.log_tail()
         assert not g.uncalled(), f"routes of the gateway's OpenAPI document without a smoke call: {g.uncalled()}"
     assert not product.gateway.problems(), product.gateway.problems()
+
+
+def _job(g: SmokeClient, job_id: str, until: Any, timeout_s: float = 120) -> dict[str, Any]:
+    """Poll GET /jobs/{id} (outside the route bookkeeping) until `until(job)`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = g.http.get(f"/jobs/{job_id}", headers={"Authorization": f"Bearer {CALLER_KEY}"}).json()
+        if until(job) or time.monotonic() > deadline:
+            return job
+        time.sleep(0.1)
+
+
+def _jobs(g: SmokeClient, worker_id: str) -> None:
+    """POST /jobs (the seed's camelCase enhance request), its status, its SSE feed, the list, and
+    the cancellation of a running job."""
+    finished = ("succeeded", "failed", "cancelled")
+    seed_request = {"prompt": "a lighthouse", "jobType": "image", "format": "png", "quality": "high",
+                    "selectedModel": "qwen_instruct"}
+    r = g.call("POST", "/jobs", {"type": "enhance", "params": seed_request}, key=CALLER_KEY, expect=202,
+               check=lambda r: _assert(r.json()["status"] == "queued"))
+    if r is None:
+        return
+    job_id = r.json()["job_id"]
+    _job(g, job_id, lambda j: j["status"] in finished)
+
+    def succeeded(r: httpx.Response) -> None:
+        job = r.json()
+        assert job["status"] == "succeeded", job
+        assert isinstance(job["result"]["enhanced_prompt"], str) and job["result"]["original_prompt"] == "a lighthouse"
+        assert job["result"]["execution_metadata"]["worker_id"] == worker_id and job["attempts"] == 1
+    g.call("GET", f"/jobs/{job_id}", key=CALLER_KEY, check=succeeded)
+    g.call("GET", f"/jobs/{job_id}/events", key=CALLER_KEY, check=lambda r: _assert(
+        json.loads(sse_data(r.text)[-1])["status"] == "succeeded"))
+    g.call("GET", "/jobs?status=succeeded", key=CALLER_KEY, check=lambda r: _assert(
+        job_id in [j["job_id"] for j in r.json()["jobs"]]))
+    # A long text job, cancelled while it runs: the worker stops it between two tokens.
+    r = g.call("POST", "/jobs", {"type": "text", "params": {"message": "hi", "max_tokens": 1500, "temperature": 0}},
+               key=CALLER_KEY, expect=202)
+    if r is None:
+        return
+    long_id = r.json()["job_id"]
+    _job(g, long_id, lambda j: j["status"] != "queued")
+    g.call("POST", f"/jobs/{long_id}/cancel", key=CALLER_KEY, check=lambda r: _assert(
+        r.json()["cancel_requested"] is True or r.json()["status"] == "cancelled"))
+    job = _job(g, long_id, lambda j: j["status"] in finished)
+    assert job["status"] == "cancelled", job
 
 
 def _assert(condition: bool, message: str = "") -> None:

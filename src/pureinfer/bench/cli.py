@@ -7,7 +7,7 @@ import importlib
 from typing import Any
 
 # Each module defines `add_parser(subparsers)`; heavy imports happen inside the commands.
-BENCH_MODULES = ["pureinfer.bench.text", "pureinfer.bench.image", "pureinfer.bench.gateway"]
+BENCH_MODULES = ["pureinfer.bench.text", "pureinfer.bench.image", "pureinfer.bench.gateway", "pureinfer.bench.jobs"]
 
 
 def register(sub: Any) -> None:

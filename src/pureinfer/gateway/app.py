@@ -26,6 +26,8 @@ from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
 from pureinfer.gateway.images.router import router as images_router
 from pureinfer.gateway.images.service import ImageService
+from pureinfer.gateway.jobs.metrics import JobStats
+from pureinfer.gateway.jobs.metrics import refresh as refresh_job_stats
 from pureinfer.gateway.jobs.router import router as jobs_router
 from pureinfer.gateway.jobs.service import JobService
 from pureinfer.gateway.jobs.webhooks import WebhookSender
@@ -53,8 +55,8 @@ class Gateway:
     """The gateway's parts, built once per app."""
 
     def __init__(self, settings: GatewaySettings, store: Store, http: httpx.AsyncClient, pins: AddressPins,
-                 url_policy: UrlPolicy | None = None, webhook_policy: UrlPolicy | None = None,
-                 metrics: GatewayMetrics | None = None) -> None:
+                 url_policy: UrlPolicy | None = None, metrics: GatewayMetrics | None = None,
+                 webhook_policy: UrlPolicy | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or GatewayMetrics()
         self.store = store
@@ -79,7 +81,7 @@ class Gateway:
                            visibility_timeout_s=settings.queue_visibility_timeout_s,
                            max_attempts=settings.queue_max_attempts)
         self.jobs = JobService(store, queue, self.templates, self.client, settings,
-                               WebhookSender(settings, webhook_policy))
+                               WebhookSender(settings, webhook_policy), self.images)
 
 
 class RequestIdMiddleware:
@@ -116,10 +118,13 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
         store = await asyncio.to_thread(open_store, settings.effective_database_url)
         pins = AddressPins()  # the registry validates worker addresses, the client connects to them only
         http = worker_http_client(pins)
-        gw = Gateway(settings, store, http, pins, url_policy, webhook_policy, metrics)
+        gw = Gateway(settings, store, http, pins, url_policy, metrics, webhook_policy)
         app.state.gateway = gw
         metrics.add_collector("gateway", lambda: gateway_families(gw))
+        job_stats = JobStats()
+        metrics.add_collector("jobs", job_stats.families)
         tasks = [asyncio.create_task(gw.audit.run(), name="audit-writer"),
+                 asyncio.create_task(refresh_job_stats(job_stats, gw.jobs), name="job-metrics"),
                  asyncio.create_task(gw.jobs.run_events(), name="job-events"),
                  asyncio.create_task(gw.jobs.run_retention(), name="job-retention")]
         if settings.queue == "memory":

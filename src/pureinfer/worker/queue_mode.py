@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -95,6 +96,9 @@ class QueueWorker:
     def _headers(self, path: str, body: bytes, request_id: str) -> dict[str, str]:
         """What an HTTP caller of this worker sends: its key and signature, when it wants them."""
         h = {"content-type": "application/json", "x-request-id": request_id}
+        if not self.settings.no_http:
+            # Local image URLs are built from the Host the request came in on: this worker's own.
+            h["host"] = f"{self.settings.host}:{self.settings.port}"
         if self.settings.api_keys:
             h["authorization"] = f"Bearer {self.settings.api_keys[0]}"
         if self.settings.signing_secret:
@@ -145,7 +149,8 @@ class QueueWorker:
         if await self.queue.cancel_requested(d.job_id):
             await self.queue.complete(d, "cancelled", {"worker_id": self.consumer})
             return
-        await self.queue.publish(Event(d.job_id, "started", {"attempt": d.attempt, "worker_id": self.consumer}))
+        await self.queue.publish(Event(d.job_id, "started", {"attempt": d.attempt, "worker_id": self.consumer,
+                                                             "at": time.time()}))
         disconnect = asyncio.Event()
         task = asyncio.create_task(self._execute(d, disconnect))
         try:
@@ -220,8 +225,10 @@ class QueueWorker:
                     continue
                 if not isinstance(ev, dict):
                     continue
-                if "step" in ev and "total" in ev and "images" not in ev:
-                    await self.queue.publish(Event(d.job_id, "progress", {"step": ev["step"], "total": ev["total"]}))
+                p = ev.get("progress")
+                if isinstance(p, dict):
+                    await self.queue.publish(Event(d.job_id, "progress", {"step": p.get("step"),
+                                                                          "total": p.get("total")}))
                 else:
                     final = ev
         status, raw = await call_app(self.app, path, body, headers, disconnect, on_chunk)

@@ -160,3 +160,18 @@ async def test_a_job_fails_with_the_workers_coded_error(sqlite_url, make_gateway
     job = await wait_job(c, job_id)
     assert job["status"] == "failed" and job["error"]["error_code"] == "TOKEN_LIMIT_EXCEEDED"
     assert job["result"] is None
+
+
+async def test_metrics_show_queue_depth_and_job_states(sqlite_url, make_gateway, fake_workers):
+    _app, c, _ctl, _wid = await setup(make_gateway, sqlite_url, fake_workers)
+    job_id = (await c.post("/jobs", json={"type": "enhance", "params": {"prompt": "a"}}, headers=CALLER)).json()["job_id"]
+    await wait_job(c, job_id)
+    deadline = time.monotonic() + 30  # the snapshot is refreshed every few seconds
+    while True:
+        text = (await c.get("/metrics", headers=CALLER)).text
+        if 'pureinfer_gateway_jobs{status="succeeded"} 1.0' in text or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert 'pureinfer_gateway_jobs{status="succeeded"} 1.0' in text
+    assert 'pureinfer_gateway_queue_depth{worker_type="chat"} 0.0' in text
+    assert 'pureinfer_gateway_queue_dead_letters{worker_type="image"} 0.0' in text

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,8 @@ from sqlalchemy.exc import IntegrityError
 from pureinfer.db.models import JobRecord
 from pureinfer.db.store import Store, as_utc
 from pureinfer.errors import InvalidPayload, NotFound, PureInferError, WorkerUnavailable, envelope
+from pureinfer.gateway.images.protocol import GenerateImageRequest
+from pureinfer.gateway.images.service import ImageService
 from pureinfer.gateway.jobs import repository as repo
 from pureinfer.gateway.jobs.protocol import (
     JobAccepted,
@@ -54,8 +57,6 @@ from pureinfer.queue.status import JobStatus
 
 log = logging.getLogger("pureinfer.gateway.jobs")
 WORKER_TYPES = {"enhance": "chat", "text": "chat", "image": "image"}
-# What an image job's worker call becomes: set by the images service when it is there.
-ImageWork = Callable[[JobCreate], Any]
 
 
 def instance_id() -> str:
@@ -64,15 +65,15 @@ def instance_id() -> str:
 
 class JobService:
     def __init__(self, store: Store, queue: JobQueue, templates: TemplateService, client: WorkerClient,
-                 settings: GatewaySettings, webhooks: WebhookSender) -> None:
+                 settings: GatewaySettings, webhooks: WebhookSender, images: ImageService) -> None:
         self.store = store
         self.queue = queue
         self.templates = templates
         self.client = client
         self.settings = settings
         self.webhooks = webhooks
+        self.images = images
         self.consumer = instance_id()
-        self.image_work: Callable[[JobCreate], Any] | None = None
         self._webhook_tasks: set[asyncio.Task[Any]] = set()
 
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -85,10 +86,14 @@ class JobService:
     async def _work(self, body: JobCreate, request_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """The worker call and what the result needs to know of how it was made."""
         if body.type == "image":
-            if self.image_work is None:
-                raise InvalidPayload.field("type", "image jobs need the gateway's image service")
-            work, meta = await self.image_work(body)
-            return {**work, "request_id": request_id}, meta
+            img: GenerateImageRequest = body.validated(GenerateImageRequest)
+            if img.enhance and self.settings.queue != "memory":
+                # A queue-mode worker runs exactly one worker call; enhancing first is the gateway's.
+                raise InvalidPayload.field("params.enhance", "enhance is not available for image jobs on the "
+                                                             "Redis queue: enhance with an enhance job first")
+            payload = {**img.worker_payload(img.prompt), "stream": True}  # stream: progress per step
+            return ({"path": "/generate", "model": None, "payload": payload, "request_id": request_id,
+                     "request": img.model_dump(mode="json")}, {"original_prompt": img.prompt})
         req = body.enhance() if body.type == "enhance" else body.text()
         sel = await self.templates.select(req.key(self.settings.default_enhancer_model))
         t = sel.template
@@ -225,7 +230,11 @@ class JobService:
         now = datetime.now(UTC)
         d = ev.data
         if ev.kind == "started":
-            values = {"started_at": now, "attempts": int(d.get("attempt", 1)), "worker_id": d.get("worker_id")}
+            # The runner's clock when it began (the queue latency is started_at - created_at),
+            # not when this event happened to be stored.
+            at = d.get("at")
+            started = datetime.fromtimestamp(at, UTC) if isinstance(at, int | float) else now
+            values = {"started_at": started, "attempts": int(d.get("attempt", 1)), "worker_id": d.get("worker_id")}
             if not await self._db(repo.transition, ev.job_id, JobStatus.RUNNING, values):
                 await self._db(lambda s: s.query(JobRecord).filter(
                     JobRecord.id == ev.job_id, JobRecord.status == JobStatus.RUNNING.value).update(
@@ -346,7 +355,8 @@ class JobService:
         if await self.queue.cancel_requested(d.job_id):
             await self.queue.complete(d, "cancelled", {})
             return
-        await self.queue.publish(Event(d.job_id, "started", {"attempt": d.attempt, "worker_id": None}))
+        await self.queue.publish(Event(d.job_id, "started", {"attempt": d.attempt, "worker_id": None,
+                                                             "at": time.time()}))
         task = asyncio.create_task(self._call(d))
         try:
             while not task.done():
@@ -374,13 +384,22 @@ class JobService:
 
     async def _call(self, d: Delivery) -> dict[str, Any]:
         w = d.work
-        if d.worker_type == "image" and self.image_run is not None:
-            return await self.image_run(d, self.queue)
+        if d.worker_type == "image":
+            return await self._image(d)
         resp, call = await self.client.post(d.worker_type, w.get("model"), w["path"], w["payload"],
                                             w.get("request_id") or d.job_id)
         return {"response": resp.json(), "worker_id": call.worker.id, "worker_type": call.worker.worker_type}
 
-    image_run: Callable[[Delivery, JobQueue], Any] | None = None
+    async def _image(self, d: Delivery) -> dict[str, Any]:
+        """An image job through the image service (its audit row, its progress per step)."""
+        async def progress(step: int, total: int) -> None:
+            await self.queue.publish(Event(d.job_id, "progress", {"step": step, "total": total}))
+
+        req = GenerateImageRequest.model_validate(d.work["request"])
+        out = await self.images.generate(req, request_id=d.work.get("request_id") or d.job_id, endpoint="jobs",
+                                         on_progress=progress)
+        meta = out.get("execution_metadata") or {}
+        return {"response": out, "worker_id": meta.get("worker_id"), "worker_type": meta.get("worker_type")}
 
     # -- retention -------------------------------------------------------------------------------
     async def run_retention(self, every_s: float = 3600.0) -> None:
