@@ -89,7 +89,7 @@ def test_every_gateway_endpoint(product: Product) -> None:
         g.http.cookies.clear()
 
         # -- the public endpoints, as a caller (each call's request id is ours, to find it in the audit)
-        request_ids = [f"smoke-{uuid.uuid4().hex}" for _ in range(3)]
+        request_ids = [f"smoke-{uuid.uuid4().hex}" for _ in range(6)]
         prompt = "a fox in the snow"
 
         def enhanced(r: httpx.Response) -> None:
@@ -99,6 +99,7 @@ def test_every_gateway_endpoint(product: Product) -> None:
             meta = body["execution_metadata"]
             assert (meta["template_name"], meta["worker_id"], meta["model_used"]) == \
                 ("sdxl_enhance_instruct_sfw", worker_id, "qwen_instruct")
+            assert meta["worker_type"] == "chat"  # the role-`all` worker answered text as its chat side
             assert SHA256.fullmatch(meta["prompt_sha256"]) and meta["prompt_tokens"] > 0
             assert body["request_id"] == request_ids[0]
         g.call("POST", "/enhance-prompt", {"prompt": prompt}, key=CALLER_KEY, check=enhanced,
@@ -122,21 +123,64 @@ def test_every_gateway_endpoint(product: Product) -> None:
         g.call("POST", "/chat", {"message": "hi", "max_tokens": 4, "stream": True}, key=CALLER_KEY, check=chat_stream,
                request_id=request_ids[2])
 
+        # -- images, on the same worker (role all): plain, enhanced first, and OpenAI's shape ---------
+        image = {"prompt": prompt, "width": 64, "height": 64, "steps": 2, "seed": 7}
+
+        def image_response(rid: str, enhanced: bool):
+            def check(r: httpx.Response) -> None:
+                body = r.json()
+                assert body["success"] is True and body["request_id"] == rid
+                assert [i["seed"] for i in body["images"]] == [7] and body["image_url"].startswith(product.worker_url)
+                meta = body["execution_metadata"]
+                assert (meta["worker_type"], meta["worker_id"], meta["architecture"]) == (
+                    "image", worker_id, "pure_inference_engine")
+                assert body["original_prompt"] == prompt
+                if enhanced:
+                    enh = body["enhancement"]
+                    assert enh["template_name"] == "sdxl_enhance_instruct_sfw"
+                    assert body["prompt_used"] == enh["enhanced_prompt"] == body["metadata"]["prompt"]
+                else:
+                    assert body["enhancement"] is None and body["prompt_used"] == prompt
+            return check
+        made = g.call("POST", "/generate-image", image, key=CALLER_KEY, check=image_response(request_ids[3], False),
+                      request_id=request_ids[3])
+        if made is not None:  # the worker serves the file it stored
+            png = httpx.get(made.json()["image_url"], timeout=30, trust_env=False)
+            assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+        g.call("POST", "/generate-image", image | {"enhance": True}, key=CALLER_KEY,
+               check=image_response(request_ids[4], True), request_id=request_ids[4])
+        g.call("POST", "/v1/images/generations", {"prompt": prompt, "size": "64x64", "steps": 1, "n": 2},
+               key=CALLER_KEY, request_id=request_ids[5], check=lambda r: _assert(
+                   len(r.json()["data"]) == 2 and all(d["url"].endswith(".png") for d in r.json()["data"])))
         # -- jobs (the default in-process queue: the gateway runs them on the registered worker) ------
         _jobs(g, worker_id)
 
         # -- the audit trail holds every call, failed or not (written in the background: a bounded wait)
-        def audited(r: httpx.Response) -> dict[str, tuple[str, int]]:
-            return {a["request_id"]: (a["endpoint"], a["status"]) for a in r.json()["records"]
-                    if a["request_id"] in request_ids}
-        expected = dict(zip(request_ids, [("enhance-prompt", 200), ("chat", 200), ("chat", 200)], strict=True))
+        def audited(r: httpx.Response) -> dict[str, list[tuple[str, int]]]:
+            rows: dict[str, list[tuple[str, int]]] = {}
+            for a in r.json()["records"]:
+                if a["request_id"] in request_ids:
+                    rows.setdefault(a["request_id"], []).append((a["endpoint"], a["status"]))
+            return {rid: sorted(v) for rid, v in rows.items()}
+        expected = dict(zip(request_ids, [
+            [("enhance-prompt", 200)], [("chat", 200)], [("chat", 200)], [("generate-image", 200)],
+            [("enhance-prompt", 200), ("generate-image", 200)], [("images-generations", 200)]], strict=True))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             page = g.http.get("/audit", params={"limit": 1000}, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-            if page.status_code != 200 or len(audited(page)) == len(request_ids):
+            if page.status_code != 200 or audited(page) == expected:
                 break
             time.sleep(0.2)
         g.call("GET", "/audit", check=lambda r: _assert(audited(r) == expected, f"audited: {audited(r)}"))
+
+        # -- after the work: its counters (a caller key, as on the worker) ----------------------------
+        def metrics(r: httpx.Response) -> None:
+            assert r.headers["content-type"].startswith("text/plain")
+            for endpoint in ("/enhance-prompt", "/chat", "/generate-image", "/v1/images/generations"):
+                assert f'pureinfer_gateway_requests_total{{endpoint="{endpoint}",status="200"}}' in r.text, endpoint
+            assert f'pureinfer_gateway_worker_healthy{{worker_id="{worker_id}",worker_type="all"}} 1.0' in r.text
+            assert 'pureinfer_gateway_template_cache_total{result="hit"}' in r.text
+        g.call("GET", "/metrics", key=CALLER_KEY, check=metrics)
 
         assert not g.failures, "\n".join(g.failures) + "\n\ngateway log:\n" + product.gateway.log_tail()
         assert not g.uncalled(), f"routes of the gateway's OpenAPI document without a smoke call: {g.uncalled()}"

@@ -114,7 +114,8 @@ def fake_worker_app(ctl: FakeControl, *, key: str = WORKER_KEY, secret: str = WO
         out = {"success": True, "generation_time": 0.01, "tokens_generated": 5, "prompt_tokens": 9,
                "prompt_sha256": "0" * 64, "model_used": payload.get("model", "qwen_instruct"), "finish_reason": "stop",
                "request_id": request.headers.get("x-request-id"), "pure_inference": True,
-               "no_prompt_overrides": True, "seed": payload.get("seed", 4242)}
+               "no_prompt_overrides": True, "seed": payload.get("seed", 4242),
+               "execution_metadata": {"worker_type": "chat", "architecture": "pure_inference_engine"}}
         out["enhanced_prompt" if endpoint == "enhance" else "response"] = text
         return out
 

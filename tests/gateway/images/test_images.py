@@ -236,3 +236,63 @@ async def test_cancel_closes_the_stream_and_the_worker_stops(make_gateway, sqlit
     [row] = await audit_rows(c, "svc-cancel")
     assert (row["status"], row["error_code"]) == (499, "CANCELLED") and row["timings"]["steps_seen"] >= 2
     assert (app.state.gateway.registry.workers[row["worker_id"]].in_flight) == 0
+
+
+async def test_a_caller_that_leaves_cancels_the_generation(tmp_path, sqlite_url, image_worker):
+    """Over real HTTP: the caller sends /generate-image and closes its socket while the worker's
+    UNet is held inside a step; the gateway closes the worker stream, the worker returns its permit,
+    and the audit row says 499 CLIENT_DISCONNECTED."""
+    import json
+    import socket
+
+    from pureinfer.gateway.app import create_app
+    from tests.support.gateway import gateway_settings
+
+    engine, runtime = engine_of(image_worker), image_worker.app.state.runtime
+    before = engine.stats()
+    in_step, release = threading.Event(), threading.Event()
+
+    def held(_module: Any, _args: Any) -> None:  # the engine thread waits inside the step
+        in_step.set()
+        release.wait(60)
+
+    with LiveServer(create_app(gateway_settings(tmp_path, sqlite_url))) as gateway:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as c:
+            r = await c.post("/workers", json={"url": image_worker.url, "worker_type": "image"}, headers=ADMIN)
+            assert r.status_code == 201, r.text
+            handle = engine._pipe.unet.register_forward_pre_hook(held)
+            try:
+                body = json.dumps(IMAGE | {"steps": 150}).encode()
+                sock = socket.create_connection(("127.0.0.1", gateway.port))
+                sock.sendall(f"POST /generate-image HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                             f"\r\nAuthorization: Bearer {CALLER['Authorization'][7:]}\r\nX-Request-ID: gone-1\r\n"
+                             f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                assert await asyncio.to_thread(in_step.wait, 60), "the request never reached the worker's engine"
+                sock.close()
+                deadline = time.monotonic() + 60
+                while runtime.admission.in_flight:
+                    assert time.monotonic() < deadline, "the worker never noticed the closed stream"
+                    await asyncio.sleep(0.01)
+            finally:
+                handle.remove()
+                release.set()
+            [row] = await audit_rows(c, "gone-1")
+    assert (row["status"], row["error_code"], row["worker_type"]) == (499, "CLIENT_DISCONNECTED", "image")
+    deadline = time.monotonic() + 60
+    while engine.num_running or engine.num_waiting:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    assert engine.stats()["abandoned_batches"] == before["abandoned_batches"] + 1
+
+
+async def test_full_audit_keeps_the_prompts_whole(make_gateway, sqlite_url, image_worker):
+    _, c = await gateway_with(make_gateway, sqlite_url, [(image_worker, "image")], audit_prompts="full",
+                              audit_preview_chars=10)
+    r = await c.post("/generate-image", json=IMAGE | {"negative_prompt": "blurry, low quality, deformed"},
+                     headers=CALLER | {"X-Request-ID": "full-img"})
+    assert r.status_code == 200, r.text
+    [row] = await audit_rows(c, "full-img")
+    assert row["prompt_preview"] == IMAGE["prompt"][:10] + "..."  # previews stay previews
+    params = row["image_params"]
+    assert params["prompt"] == IMAGE["prompt"] and params["negative_prompt"] == "blurry, low quality, deformed"
+    assert params["negative_prompt_preview"] == "blurry, lo..."

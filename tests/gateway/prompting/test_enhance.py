@@ -169,3 +169,16 @@ async def test_chat_rows_are_as_complete(sqlite_url, make_gateway, fake_workers)
     assert (streamed["sampling"], streamed["prompt_sha256"], streamed["attempts"]) == \
         ({"max_tokens": 300, "seed": 4242}, "1" * 64, 1)
     assert streamed["response_sha256"] == hashlib.sha256(b"[w] enhanced: hey ").hexdigest()
+
+
+async def test_a_role_all_worker_reports_the_type_that_served(sqlite_url, make_gateway, fake_workers):
+    """Registered as `all`, the worker answers text as `chat`: the response and the audit row say
+    `chat`, the type that served the request, not the role."""
+    app, c = await make_gateway(sqlite_url, background=False)
+    await c.post("/templates", json=tpl(), headers=ADMIN)
+    ctl, srv = fake_workers("w")
+    r = await c.post("/workers", json={"url": srv.url, "worker_type": "all"}, headers=ADMIN)
+    assert r.json()["worker_type"] == "all"
+    r = await c.post("/enhance-prompt", json={"prompt": "a cat"}, headers={**CALLER, "X-Request-ID": "all-1"})
+    assert r.status_code == 200 and r.json()["execution_metadata"]["worker_type"] == "chat"
+    assert (await audit_row(c, "all-1"))["worker_type"] == "chat"

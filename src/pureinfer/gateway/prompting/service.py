@@ -175,6 +175,7 @@ class PromptingService:
             "template_version": sel.template.version if sel else None,
             "fallback_level": sel.fallback_level if sel else None, "cache_hit": sel.cache_hit if sel else None,
             "worker_id": call.worker.id if call else it.worker_id, "messages_sha256": it.messages_sha,
+            "worker_type": WORKER_TYPE if call or it.worker_id else None,
             "prompt_preview": self._cut(it.prompt, preview, self.settings.audit_preview_chars),
             "response_preview": self._cut(it.response, preview, self.settings.audit_preview_chars),
             "prompt_tokens": it.prompt_tokens, "tokens_generated": it.tokens_generated,
@@ -240,8 +241,13 @@ class PromptingService:
         assert it.selection is not None and it.call is not None
         t = it.selection.template
         generation_time = data.get("generation_time")
+        # The type that served the request, as the worker reports it: a role-`all` worker answers
+        # text as "chat", which its registry entry ("all") does not say.
+        reported = data.get("execution_metadata")
+        served_by = reported.get("worker_type") if isinstance(reported, dict) else None
         return ExecutionMetadata(
-            worker_type=it.call.worker.worker_type, template_name=t.template_name,
+            worker_type=served_by if isinstance(served_by, str) and served_by else WORKER_TYPE,
+            template_name=t.template_name,
             fallback_level=it.selection.fallback_level, cache_hit=it.selection.cache_hit, template_version=t.version,
             worker_id=it.call.worker.id, model_used=it.model_used,
             generation_time=generation_time if isinstance(generation_time, int | float) else None,
