@@ -168,9 +168,18 @@ def test_an_enhanced_prompt_becomes_an_image_with_its_seed_in_the_gallery(page: 
     expect(page.locator("#enhance-strategy")).to_contain_text("sdxl_enhance_instruct_sfw")
     page.locator("#image-seed").fill("42")
     page.locator("#image-steps").fill("2")
-    page.get_by_role("button", name="Generate an image from it").click()
+    with page.expect_response(lambda r: r.url.endswith("/jobs") and r.request.method == "POST") as submitted:
+        page.get_by_role("button", name="Generate an image from it").click()
+    assert submitted.value.status == 202  # an image job, whose progress the form follows
+    job_id = submitted.value.json()["job_id"]
     item = page.locator("#gallery li[data-seed='42']")
     expect(item).to_have_count(1)
+    expect(page.locator("#image-progress-text")).to_have_text("done")
+    expect(page.locator("#image-progress-bar")).to_have_js_property("value", 1)
+    job = httpx.get(f"{served.url}/jobs/{job_id}", headers={"Authorization": f"Bearer {served.api_key}"},
+                    trust_env=False).json()
+    assert job["status"] == "succeeded" and job["progress"] == {"step": 2, "total": 2}
+    assert [i["seed"] for i in job["result"]["images"]] == [42]
     expect(item.locator(".seed")).to_contain_text("seed 42 · 64×64 · 2 steps")
     expect(item.get_by_role("link", name="Download PNG")).to_have_attribute("href", re.compile(r"^data:image/png;base64,"))
     assert item.locator("img").evaluate("img => img.complete && img.naturalWidth") == 64
