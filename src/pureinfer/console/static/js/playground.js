@@ -125,7 +125,9 @@ $("enhance-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   status("Enhancing…");
   try {
-    const out = await api("POST", "/enhance-prompt", { prompt: $("enhance-prompt").value });
+    const body = { prompt: $("enhance-prompt").value };
+    if ($("enhance-seed").value !== "") body.seed = parseInt($("enhance-seed").value, 10);
+    const out = await api("POST", "/enhance-prompt", body);
     $("enhanced-text").textContent = out.enhanced_prompt;
     $("enhance-strategy").textContent = `(${out.strategy})`;
     $("enhance-result").hidden = false;
