@@ -71,11 +71,13 @@ def load_or_create_keys(cache_dir: Path, admin_key: str | None = None) -> ServeK
     return keys
 
 
-def loopback_socket() -> socket.socket:
-    """A listening socket on 127.0.0.1 and a port the OS picked (no race for a free port)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port (port 0: one the OS picks, so there is no race for a free
+    port). Bound before anything loads, so a port in use is said at once, not after the models."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, port))
     sock.set_inheritable(True)
     return sock
 
@@ -122,10 +124,11 @@ def plan(args: dict[str, Any]) -> Plan:
         default_template=args.get("default_template") or "generic_enhance_default")
     model_flags = {k: args[k] for k in ("demo", "text_models", "image_model", "device", "dtype")
                    if args.get(k) not in (None, [])}
-    sockets = {name: loopback_socket() for name in ("chat", "image")}
+    sockets = {"gateway": bound_socket(gateway.host, gateway.port)}
+    sockets |= {name: bound_socket("127.0.0.1", 0) for name in ("chat", "image")}
     workers = {}
-    for name, sock in sockets.items():
-        port = sock.getsockname()[1]
+    for name in ("chat", "image"):
+        port = sockets[name].getsockname()[1]
         workers[name] = WorkerSettings(
             **common, **model_flags, role=name, host="127.0.0.1", port=port,
             worker_url=f"http://127.0.0.1:{port}", api_keys=[keys.worker_api_key],
@@ -208,8 +211,14 @@ async def run(plan: Plan) -> int:
         say(f"demo models: {plan.workers['chat'].demo_dir} (built offline on the first start)")
     say(f"starting the gateway at http://{plan.gateway.host}:{plan.gateway.port} and two workers on loopback "
         f"(chat :{plan.workers['chat'].port}, image :{plan.workers['image'].port}); loading models ...")
-    tasks = [asyncio.create_task(gateway_server.serve(), name="gateway")]
-    tasks += [asyncio.create_task(s.serve(sockets=[plan.sockets[name]]), name=f"{name}-worker")
+    async def serve(server: uvicorn.Server, sock: socket.socket) -> None:
+        # uvicorn ends a server that cannot start with sys.exit(1): here that is one server of
+        # three ending, which stops the others (below), not an exception through the loop.
+        with contextlib.suppress(SystemExit):
+            await server.serve(sockets=[sock])
+
+    tasks = [asyncio.create_task(serve(gateway_server, plan.sockets["gateway"]), name="gateway")]
+    tasks += [asyncio.create_task(serve(s, plan.sockets[name]), name=f"{name}-worker")
               for name, s in worker_servers.items()]
     progress = asyncio.create_task(_progress(plan, apps, gateway_app, stop))
     exit_code = 0
@@ -253,6 +262,10 @@ def run_serve(args: Any) -> int:
         p = plan(flags)
     except (ValidationError, ValueError) as exc:
         print(f"pureinfer serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the gateway's port is taken, or the address is not ours
+        print(f"pureinfer serve: cannot listen on {flags.get('host') or '127.0.0.1'}:"
+              f"{flags.get('port') or 8080}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     configure_logging(p.gateway.log_level)
     return asyncio.run(run(p))
