@@ -35,7 +35,9 @@ async function refresh() {
     if (r.status >= 400) b.errors++;
     b.lat.push(r.latency_ms);
     b.tokens += r.tokens_generated || 0;
-    if (r.endpoint.includes("image") && r.status < 400) b.images += (r.sampling && r.sampling.num_images) || 1;
+    // image requests, direct or as jobs: the audit row says the worker type and the seeds drawn
+    const isImage = r.worker_type === "image" || r.endpoint.includes("image");
+    if (isImage && r.status < 400) b.images += Array.isArray(r.seeds) && r.seeds.length ? r.seeds.length : 1;
   }
   const labels = buckets.map((_, i) => {
     const t = new Date(start + (i + 1) * 60_000);
