@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 
 from pureinfer.logging import configure_logging  # noqa: E402
 
-pytest_plugins = ["tests.support.worker", "tests.support.image"]
+pytest_plugins = ["tests.support.worker", "tests.support.image", "tests.support.serve"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -19,7 +19,7 @@ from pureinfer.settings import WorkerSettings, env_name, shown_default
 
 SETTINGS = {"worker": WorkerSettings, "gateway": GatewaySettings, "templates import": GatewaySettings,
             "templates export": GatewaySettings}
-COMMANDS = ["worker", "demo-models", "sign", "gateway", "templates", "bench"]
+COMMANDS = ["serve", "worker", "demo-models", "sign", "gateway", "templates", "bench"]
 
 
 def flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -50,7 +50,7 @@ def test_top_level_help_names_every_command_and_the_start() -> None:
     section = out.stdout.split("\ncommands:\n")[1].split("\n\n")[0]
     listed = [line.split()[0] for line in section.splitlines() if re.match(r"    \S", line)]
     assert listed == COMMANDS, out.stdout
-    assert "pureinfer worker --demo --role all" in out.stdout
+    assert "pureinfer serve --demo" in out.stdout and "pureinfer worker --demo --role all" in out.stdout
     helps = one_line_helps(build_parser())
     assert set(helps) == set(COMMANDS) and all(helps.values()), helps
     printed = " ".join(out.stdout.split())

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 # module's parser: `bench text` must not import the web and settings stack it does not use (it
 # runs on bare GPU machines), and the worker's and gateway's help texts read their settings.
 COMMAND_MODULES = {
+    "pureinfer.serve": ("serve",),
     "pureinfer.worker.cli": ("worker", "demo-models", "sign"),
     "pureinfer.gateway.cli": ("gateway", "templates"),
     "pureinfer.bench.cli": ("bench",),
@@ -24,12 +25,13 @@ COMMAND_MODULES = {
 
 EPILOG = """\
 start here:
+  pureinfer serve --demo                 everything in one process, offline; the console at 127.0.0.1:8080/ui
   pureinfer worker --demo --role all     a worker on tiny demo models, offline, at 127.0.0.1:8000
   curl -s localhost:8000/chat -H 'Content-Type: application/json' \\
     -d '{"messages":[{"role":"user","content":"A sunset"}],"max_tokens":40}'
 
-`pureinfer COMMAND --help` lists a command's flags with their defaults; the flags of worker,
-gateway and templates are also environment variables (PUREINFER_PORT=8001)."""
+`pureinfer COMMAND --help` lists a command's flags with their defaults; the flags of serve,
+worker, gateway and templates are also environment variables (PUREINFER_PORT=8001)."""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -30,6 +30,7 @@ from typing import Any
 class ErrorCode(StrEnum):
     INVALID_PAYLOAD = "INVALID_PAYLOAD"
     UNAUTHORIZED = "UNAUTHORIZED"
+    CSRF_TOKEN_INVALID = "CSRF_TOKEN_INVALID"
     TOKEN_LIMIT_EXCEEDED = "TOKEN_LIMIT_EXCEEDED"
     TEMPLATE_NOT_FOUND = "TEMPLATE_NOT_FOUND"
     WORKER_UNAVAILABLE = "WORKER_UNAVAILABLE"
@@ -93,6 +94,15 @@ class Unauthorized(PureInferError):
     suggested_action = "Send a valid API key (Authorization: Bearer KEY or X-API-Key) and, where required, a fresh request signature"
 
 
+class CsrfTokenInvalid(PureInferError):
+    """A state-changing request authenticated by a session cookie without the session's CSRF
+    token: a cookie is sent by the browser on its own, so it alone proves nothing."""
+
+    code = ErrorCode.CSRF_TOKEN_INVALID
+    http_status = 403
+    suggested_action = "Send the session's CSRF token in the X-CSRF-Token header (the console does this)"
+
+
 class TokenLimitExceeded(PureInferError):
     code = ErrorCode.TOKEN_LIMIT_EXCEEDED
     http_status = 400
@@ -145,6 +155,7 @@ class InternalError(PureInferError):
 _CODE_TO_CLASS: dict[ErrorCode, type[PureInferError]] = {
     ErrorCode.INVALID_PAYLOAD: InvalidPayload,
     ErrorCode.UNAUTHORIZED: Unauthorized,
+    ErrorCode.CSRF_TOKEN_INVALID: CsrfTokenInvalid,
     ErrorCode.TOKEN_LIMIT_EXCEEDED: TokenLimitExceeded,
     ErrorCode.TEMPLATE_NOT_FOUND: TemplateNotFound,
     ErrorCode.NOT_FOUND: NotFound,

@@ -71,6 +71,23 @@ def test_every_gateway_endpoint(product: Product) -> None:
         g.call("DELETE", f"/templates/{name}", check=lambda r: _assert(
             r.json()["served_version"] is None and not any(v["is_active"] for v in r.json()["versions"])))
 
+        # YAML out and back in: the export (each family's latest version) imports as "unchanged"
+        exported = g.call("GET", "/templates:export", check=lambda r: _assert(
+            r.headers["content-type"].startswith("application/yaml") and f"template_name: {name}" in r.text))
+        if exported is not None:
+            g.call("POST", "/templates:import", {"yaml": exported.text}, check=lambda r: _assert(
+                r.json()["created"] == r.json()["new_versions"] == 0 and r.json()["unchanged"] >= 5, r.text))
+
+        # -- a browser session: the admin key once, then the cookie (and the CSRF token to change state)
+        signed = g.call("POST", "/session", {"admin_key": ADMIN_KEY}, auth=False, check=lambda r: _assert(
+            "httponly" in r.headers["set-cookie"].lower() and "samesite=strict" in r.headers["set-cookie"].lower()))
+        csrf = signed.json()["csrf_token"] if signed is not None else ""
+        g.call("GET", "/session", auth=False, check=lambda r: _assert(r.json()["csrf_token"] == csrf))
+        g.call("DELETE", "/session", auth=False, expect=403)  # no CSRF token: refused
+        g.call("DELETE", "/session", auth=False, headers={"X-CSRF-Token": csrf}, expect=204)
+        g.call("GET", "/session", auth=False, expect=401)
+        g.http.cookies.clear()
+
         # -- the public endpoints, as a caller (each call's request id is ours, to find it in the audit)
         request_ids = [f"smoke-{uuid.uuid4().hex}" for _ in range(6)]
         prompt = "a fox in the snow"

@@ -164,13 +164,13 @@ class SmokeClient:
     def call(self, method: str, path: str, payload: Any = None, *, expect: int = 200,
              check: Callable[[httpx.Response], object] | None = None, auth: bool = True,
              key: str | None = None, secret: str | None = None, request_id: str | None = None,
-             ) -> httpx.Response | None:
+             headers: dict[str, str] | None = None) -> httpx.Response | None:
         """One request (with `request_id` as its X-Request-ID). A status other than `expect`, or
         a failing `check(response)` (its assertions), is recorded as a failure and answers None;
         otherwise the response."""
         body = json.dumps(payload).encode() if payload is not None else b""
         headers = self.headers(method, path, body, key=(key or self.key) if auth else None,
-                               secret=(secret or self.secret) if auth else None)
+                               secret=(secret or self.secret) if auth else None) | (headers or {})
         if request_id:
             headers["X-Request-ID"] = request_id
         what = f"{self.name} {method} {path}"

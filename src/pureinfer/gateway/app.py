@@ -40,6 +40,7 @@ from pureinfer.gateway.metrics import router as metrics_router
 from pureinfer.gateway.ollama.router import router as ollama_router
 from pureinfer.gateway.prompting.router import router as prompting_router
 from pureinfer.gateway.prompting.service import PromptingService
+from pureinfer.gateway.session.router import router as session_router
 from pureinfer.gateway.settings import GatewaySettings
 from pureinfer.gateway.templates.router import router as templates_router
 from pureinfer.gateway.templates.service import TemplateService
@@ -187,4 +188,5 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
     app.include_router(audit_router)
     app.include_router(jobs_router)
     app.include_router(metrics_router)
+    app.include_router(session_router)
     return app

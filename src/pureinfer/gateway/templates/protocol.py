@@ -70,6 +70,20 @@ class LabelMove(BaseModel):
     version: int = Field(ge=1, le=MAX_SQL_INT)
 
 
+class TemplateImport(BaseModel):
+    """`POST /templates:import`: YAML as `pureinfer templates export` writes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    yaml: str = Field(min_length=1, max_length=1_000_000)
+
+
+class TemplateImportOut(BaseModel):
+    created: int
+    new_versions: int
+    unchanged: int
+
+
 class _Version(TemplateFields):
     """One stored version: its content and where it sits."""
 

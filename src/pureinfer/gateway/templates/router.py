@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
+import yaml
 from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import PlainTextResponse
 
+from pureinfer.errors import InvalidPayload
 from pureinfer.gateway.auth import admin_dep
 from pureinfer.gateway.templates.protocol import (
     NAME_PATTERN,
     LabelMove,
     TemplateCreate,
     TemplateFamilyOut,
+    TemplateImport,
+    TemplateImportOut,
     TemplateUpdate,
 )
-from pureinfer.gateway.templates.service import TemplateService
+from pureinfer.gateway.templates.service import TemplateService, export_yaml, import_yaml
 
 router = APIRouter(prefix="/templates", tags=["templates"], dependencies=[Depends(admin_dep)])
 # A template name, or the numeric id of one of its versions.
@@ -40,6 +46,29 @@ async def list_templates(request: Request, template_name: str | None = None, tar
 @router.post("", response_model=TemplateFamilyOut, status_code=201)
 async def create_template(request: Request, body: TemplateCreate) -> TemplateFamilyOut:
     return await _svc(request).create(body)
+
+
+# `:export` / `:import` (custom methods, AIP-136 style): a colon cannot occur in a template name, so
+# these never shadow a template called "export".
+@router.get(":export", response_class=PlainTextResponse,
+            responses={200: {"content": {"application/yaml": {}}, "description": "the templates as YAML"}})
+async def export_templates(request: Request, all_versions: bool = False) -> PlainTextResponse:
+    """Every template's latest version (or every version) as YAML, as `pureinfer templates export`."""
+    text = await anyio.to_thread.run_sync(export_yaml, request.app.state.gateway.store, all_versions)
+    return PlainTextResponse(text, media_type="application/yaml",
+                             headers={"Content-Disposition": 'attachment; filename="templates.yaml"'})
+
+
+@router.post(":import", response_model=TemplateImportOut)
+async def import_templates(request: Request, body: TemplateImport) -> TemplateImportOut:
+    """Import YAML as `pureinfer templates import`: new families, new versions where content
+    changed, nothing for identical entries."""
+    try:
+        counts = await anyio.to_thread.run_sync(import_yaml, request.app.state.gateway.store, body.yaml)
+    except (ValueError, TypeError, yaml.YAMLError) as exc:
+        raise InvalidPayload("The YAML is not a list of templates",
+                             {"fields": [{"field": "yaml", "message": str(exc)[:1000]}]}) from None
+    return TemplateImportOut(**counts)
 
 
 @router.get("/{ref}", response_model=TemplateFamilyOut)
