@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 # Each module defines `register(subparsers)` adding its subcommands with `set_defaults(func=...)`;
 # the commands are listed in this order. A command line that names its command builds only that
@@ -56,6 +57,12 @@ def subparsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.
                 yield from ((f"{name} {sub}", p) for sub, p in subparsers(child))
 
 
+def _attach_console(app: Any) -> None:
+    from pureinfer.console import attach_console
+
+    attach_console(app)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or only `command`'s part when it names one of ours."""
     parser = argparse.ArgumentParser(prog="pureinfer", description=__doc__, epilog=EPILOG,
@@ -64,8 +71,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     modules = [m for m, commands in COMMAND_MODULES.items() if command in commands] or list(COMMAND_MODULES)
     for name in modules:
         importlib.import_module(name).register(sub)
-    for _, child in subparsers(parser):
+    for name, child in subparsers(parser):
         child.formatter_class = HelpFormatter
+        if name == "gateway":  # a split deployment's gateway serves the console too, as `serve` does
+            child.set_defaults(attach=[_attach_console])
     return parser
 
 

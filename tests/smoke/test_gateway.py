@@ -42,6 +42,10 @@ def test_every_gateway_endpoint(product: Product) -> None:
         g.load_routes()
         g.call("GET", "/health", auth=False, check=lambda r: _assert(r.json()["status"] == "healthy"
                                                                      and r.json()["healthy_workers"] >= 1))
+        # `pureinfer gateway` serves the console as `serve` does (pages, not in the OpenAPI document)
+        page = httpx.get(f"{product.gateway_url}/ui/login", timeout=30)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
 
         # -- workers: the one that registered itself, the signed routes it uses, the admin routes ------
         listed = g.call("GET", "/workers", check=lambda r: _assert(

@@ -22,7 +22,7 @@ def _gateway(args: argparse.Namespace) -> int:
     from pureinfer.logging import configure_logging
 
     # Every flag of `gateway` is a settings field (add_setting_flag checks that), so all of them pass.
-    kwargs = _settings_kwargs(args, [k for k in vars(args) if k not in ("command", "func")])
+    kwargs = _settings_kwargs(args, [k for k in vars(args) if k not in ("command", "func", "attach")])
     try:
         settings = GatewaySettings(**kwargs)
     except ValueError as exc:
@@ -31,7 +31,12 @@ def _gateway(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     # log_config=None keeps uvicorn's own lines (errors included) in our JSON handler; with its
     # default config they were plain text ("ERROR:    Exception in ASGI application").
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+    app = create_app(settings)
+    # What the top floor adds to the app (the console at /ui; cli.py passes it, since the gateway
+    # must not import the parts above it).
+    for attach in getattr(args, "attach", ()):
+        attach(app)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
                 access_log=False, log_config=None)
     return 0
 
