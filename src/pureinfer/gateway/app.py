@@ -21,7 +21,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pureinfer.asgi import BodyLimit
 from pureinfer.db.store import Store, open_store
-from pureinfer.gateway.a1111.protocol import a1111_error
 from pureinfer.gateway.a1111.router import PREFIX as A1111_PREFIX
 from pureinfer.gateway.a1111.router import router as a1111_router
 from pureinfer.gateway.a1111.service import JobBoard
@@ -52,6 +51,7 @@ from pureinfer.gateway.workers.urls import UrlPolicy
 from pureinfer.http_errors import ErrorShapes, install_error_handlers
 from pureinfer.logging import request_id_from, request_id_var
 from pureinfer.queue.base import open_queue
+from pureinfer.wire.a1111 import a1111_error
 
 log = logging.getLogger("pureinfer.gateway")
 

@@ -123,8 +123,8 @@ def _error_shapes(serves_images: bool) -> ErrorShapes:
     A1111's shape on A1111's paths."""
     if not serves_images:
         return ErrorShapes()
-    from pureinfer.api.a1111.protocol import a1111_error
     from pureinfer.api.a1111.router import PREFIX
+    from pureinfer.wire.a1111 import a1111_error
 
     return ErrorShapes({PREFIX + "/": a1111_error})
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pureinfer.api.a1111.protocol import SAMPLER_ALIASES, SAMPLERS, Txt2ImgRequest
 from pureinfer.api.image.pnginfo import GenerationParameters
 from pureinfer.api.image.protocol import ImageGenerateRequest
 from pureinfer.api.image.serving import ImageServing
 from pureinfer.errors import InvalidPayload
+from pureinfer.wire.a1111 import SAMPLER_ALIASES, SAMPLERS, Txt2ImgRequest, check_options, checkpoint_name
 
 
 @dataclass
@@ -89,25 +89,10 @@ class A1111Serving:
                 "CLIP_stop_at_last_layers": 1, "eta_noise_seed_delta": 0}
 
     def set_options(self, options: dict[str, Any]) -> None:
-        """A1111's `POST /options`: a setting may be 'changed' to the value it has; the checkpoint
-        is the one model this worker serves, so naming another is refused, not ignored."""
-        current = self.options()
-        problems = []
-        for key, value in options.items():
-            if key not in current:
-                problems.append({"field": key, "message": f"not a setting of this server; it has {sorted(current)}"})
-            elif key == "sd_model_checkpoint" and not self._is_ours(value):
-                problems.append({"field": key, "message": f"this worker serves {self.title()!r} only"})
-            elif key != "sd_model_checkpoint" and value != current[key]:
-                problems.append({"field": key, "message": f"fixed at {current[key]!r} on this server"})
-        if problems:
-            summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-            raise InvalidPayload(f"Invalid request: {summary}", {"fields": problems})
+        check_options(options, self.options(), [self.title()])
 
     def _is_ours(self, checkpoint: Any) -> bool:
-        # A1111 titles look like "name.safetensors [hash]"; the name before them is what counts.
-        name = str(checkpoint).split(" [")[0].removesuffix(".safetensors").removesuffix(".ckpt")
-        return name == self.title()
+        return checkpoint_name(checkpoint) == self.title()
 
     # -- generation --------------------------------------------------------------------------------
     def to_native(self, body: Txt2ImgRequest) -> ImageGenerateRequest:

@@ -8,10 +8,10 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
 
-from pureinfer.gateway.a1111.protocol import Txt2ImgRequest
 from pureinfer.gateway.a1111.service import A1111Gateway
 from pureinfer.gateway.auth import caller_dep
 from pureinfer.gateway.images.router import _unless_disconnected as unless_disconnected  # /generate-image's
+from pureinfer.wire.a1111 import Txt2ImgRequest
 
 PREFIX = "/sdapi/v1"
 router = APIRouter(prefix=PREFIX, tags=["a1111"])

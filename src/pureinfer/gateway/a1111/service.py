@@ -21,10 +21,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from pureinfer.errors import InvalidPayload
-from pureinfer.gateway.a1111.protocol import SAMPLER_ALIASES, SAMPLERS, Txt2ImgRequest
 from pureinfer.gateway.images.protocol import GenerateImageRequest
 from pureinfer.gateway.images.service import ImageService
 from pureinfer.gateway.workers.registry import WorkerRegistry
+from pureinfer.wire.a1111 import SAMPLER_ALIASES, SAMPLERS, Txt2ImgRequest, check_options, checkpoint_name
 
 ENDPOINT = "a1111/txt2img"
 
@@ -87,23 +87,10 @@ class A1111Gateway:
                 "samples_format": "png", "CLIP_stop_at_last_layers": 1, "eta_noise_seed_delta": 0}
 
     def _is_served(self, checkpoint: Any) -> bool:
-        name = str(checkpoint).split(" [")[0].removesuffix(".safetensors").removesuffix(".ckpt")
-        return name in self.models()
+        return checkpoint_name(checkpoint) in self.models()
 
     def set_options(self, options: dict[str, Any]) -> None:
-        """Settings may be 'set' to the values they have; the checkpoint to a model a worker serves."""
-        current = self.options()
-        problems = []
-        for key, value in options.items():
-            if key not in current:
-                problems.append({"field": key, "message": f"not a setting of this server; it has {sorted(current)}"})
-            elif key == "sd_model_checkpoint" and not self._is_served(value):
-                problems.append({"field": key, "message": f"no image worker serves it; served: {self.models()}"})
-            elif key != "sd_model_checkpoint" and value != current[key]:
-                problems.append({"field": key, "message": f"fixed at {current[key]!r} on this server"})
-        if problems:
-            summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-            raise InvalidPayload(f"Invalid request: {summary}", {"fields": problems})
+        check_options(options, self.options(), self.models())
 
     # -- generation --------------------------------------------------------------------------------
     def to_request(self, body: Txt2ImgRequest) -> GenerateImageRequest:

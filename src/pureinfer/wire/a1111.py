@@ -1,9 +1,18 @@
-"""Wire models of AUTOMATIC1111's web UI API as the gateway takes it. No FastAPI here. The same
-rules as the worker's A1111 surface (api/a1111/protocol.py; the gateway imports nothing of the
-worker's, so they are restated): unknown fields ignored (clients send A1111's whole form), the
-features we do not have accepted when off and refused by name when on, A1111's sampler names,
-A1111's seeds (-1 draws one, image i uses seed + i over batch_size * n_iter), A1111's error shape
-with our codes beside it.
+"""Wire models of AUTOMATIC1111's web UI API (`/sdapi/v1/...`), as its clients (webuiapi, the
+front-ends built on it) send them. No torch, no FastAPI here.
+
+Clients send every field of A1111's form with its default value (webuiapi sends ~45), so unknown
+fields are ignored, and fields naming a feature we do not have (hires fix, face restoration,
+tiling, variation seeds, styles, scripts, extensions, per-request settings) are accepted at their
+"off" value and refused by name otherwise: the answer is never for a request we did not run.
+
+Seeds follow A1111: -1 draws one; image i of the `batch_size * n_iter` images uses seed + i
+(A1111's `all_seeds`), which is also our engine's rule, so the same seed gives the same images'
+seeds on both. The difference: A1111 runs `n_iter` batches one after another; here the images
+are one request, which the engine batches as it sees fit (an image depends only on its seed and
+the parameters, not on what shares its batch, with exact batching).
+
+Errors take A1111's shape (`a1111_error`), with our code fields beside it.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pureinfer.errors import PureInferError, envelope
+from pureinfer.errors import InvalidPayload, PureInferError, envelope
 
 MAX_IMAGES = 8  # the native request's num_images bound
 MAX_SEED = 2**32 - 1
@@ -114,3 +123,24 @@ def a1111_error(err: PureInferError, request_id: str | None) -> dict[str, Any]:
     (`error_code`, `details`, `suggested_action`, `request_id`, `success`)."""
     ours = envelope(err, request_id)
     return {**ours, "error": err.code.value, "detail": err.message, "body": "", "errors": err.message}
+
+
+def checkpoint_name(checkpoint: Any) -> str:
+    """A1111 titles look like "name.safetensors [hash]"; the name before them is what counts."""
+    return str(checkpoint).split(" [")[0].removesuffix(".safetensors").removesuffix(".ckpt")
+
+
+def check_options(options: dict[str, Any], current: dict[str, Any], served: list[str]) -> None:
+    """A1111's `POST /options`: a setting may be 'changed' to the value it has, the checkpoint to a
+    model that is served (naming another is refused, not ignored); anything else is refused by name."""
+    problems = []
+    for key, value in options.items():
+        if key not in current:
+            problems.append({"field": key, "message": f"not a setting of this server; it has {sorted(current)}"})
+        elif key == "sd_model_checkpoint" and checkpoint_name(value) not in served:
+            problems.append({"field": key, "message": f"not a model served here; served: {served}"})
+        elif key != "sd_model_checkpoint" and value != current[key]:
+            problems.append({"field": key, "message": f"fixed at {current[key]!r} on this server"})
+    if problems:
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        raise InvalidPayload(f"Invalid request: {summary}", {"fields": problems})
