@@ -24,9 +24,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from pureinfer.api.disconnect import unless_disconnected
 from pureinfer.api.native.protocol import GenerateRequest
 from pureinfer.api.native.router import respond
+from pureinfer.disconnect import unless_disconnected
 from pureinfer.errors import InvalidPayload
 from pureinfer.http_errors import validation_to_invalid_payload
 from pureinfer.worker.runtime import WorkerRuntime

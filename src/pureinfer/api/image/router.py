@@ -10,7 +10,6 @@ from collections.abc import Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from pureinfer.api.disconnect import unless_disconnected
 from pureinfer.api.image.protocol import (
     ImageGenerateRequest,
     ImageGenerateResponse,
@@ -20,6 +19,7 @@ from pureinfer.api.image.protocol import (
 )
 from pureinfer.api.image.serving import ImageServing
 from pureinfer.api.sse import sse_response
+from pureinfer.disconnect import unless_disconnected
 from pureinfer.errors import NotFound
 
 ServingSource = ImageServing | Callable[[], ImageServing]

@@ -9,10 +9,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from pureinfer.api.disconnect import unless_disconnected
 from pureinfer.api.native.protocol import ChatRequest, GenerateRequest, Surface, TextResponse
 from pureinfer.api.native.serving import CompletionBuilder, TextGeneration, TextServing
 from pureinfer.api.sse import sse_response
+from pureinfer.disconnect import unless_disconnected
 
 
 async def respond(serving: TextServing, surface: Surface, body: ChatRequest | GenerateRequest,

@@ -14,11 +14,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from pureinfer.api.disconnect import unless_disconnected
 from pureinfer.api.native.serving import TextGeneration, TextServing
 from pureinfer.api.ndjson import ndjson_response
 from pureinfer.api.ollama.protocol import OllamaChatRequest, OllamaGenerateRequest, ShowRequest
 from pureinfer.api.ollama.serving import Kind, OllamaServing
+from pureinfer.disconnect import unless_disconnected
 from pureinfer.errors import InvalidPayload
 
 

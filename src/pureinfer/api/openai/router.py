@@ -12,11 +12,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from pureinfer.api.disconnect import unless_disconnected
 from pureinfer.api.native.serving import TextGeneration, TextServing
 from pureinfer.api.native.validation import ValidTextRequest
 from pureinfer.api.openai.protocol import ChatCompletionRequest, model_card
 from pureinfer.api.sse import sse_response
+from pureinfer.disconnect import unless_disconnected
 
 
 def build_openai_router(get_serving: Callable[[], TextServing]) -> APIRouter:

@@ -8,9 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
 
+from pureinfer.disconnect import unless_disconnected
 from pureinfer.gateway.a1111.service import A1111Gateway
 from pureinfer.gateway.auth import caller_dep
-from pureinfer.gateway.images.router import _unless_disconnected as unless_disconnected  # /generate-image's
 from pureinfer.wire.a1111 import Txt2ImgRequest
 
 PREFIX = "/sdapi/v1"
@@ -26,7 +26,7 @@ def _service(request: Request) -> A1111Gateway:
 async def txt2img(request: Request, body: Txt2ImgRequest, caller: str | None = Depends(caller_dep)) -> Any:
     """Text to image on a healthy image worker: base64 PNGs, `parameters`, `info` (a JSON string).
     A caller that leaves first cancels the generation, as on /generate-image (audit: 499)."""
-    return await unless_disconnected(request, _service(request).txt2img(body, request.state.request_id, caller))
+    return await unless_disconnected(request.receive, _service(request).txt2img(body, request.state.request_id, caller))
 
 
 @router.get("/sd-models")

@@ -10,14 +10,12 @@ The audit row says 499 CLIENT_DISCONNECTED.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
 
+from pureinfer.disconnect import unless_disconnected
 from pureinfer.gateway.auth import caller_dep
 from pureinfer.gateway.images.protocol import (
     GenerateImageRequest,
@@ -29,27 +27,6 @@ from pureinfer.gateway.images.protocol import (
 
 router = APIRouter(tags=["public"])
 T = TypeVar("T")
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
-
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T | Response:
-    """`work`'s result, or an empty 499 when the client leaves first (`work` is cancelled)."""
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        task.cancel()  # a no-op once the work is done
-        await asyncio.wait((task, gone))
-    if task.cancelled():
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
-    return task.result()
 
 
 @router.post("/generate-image", response_model=GenerateImageResponse)
@@ -61,7 +38,7 @@ async def generate_image(request: Request, body: GenerateImageRequest,
         out = await request.app.state.gateway.images.generate(body, request_id=request.state.request_id,
                                                               caller_key_id=caller)
         return GenerateImageResponse.model_validate(out)
-    return await _unless_disconnected(request, work())
+    return await unless_disconnected(request.receive, work())
 
 
 @router.post("/v1/images/generations", response_model=OpenAIImagesResponse, tags=["openai"])
@@ -76,4 +53,4 @@ async def openai_images(request: Request, body: OpenAIImageRequest,
         return OpenAIImagesResponse(created=int(time.time()), data=[
             OpenAIImage(url=i.get("url"), b64_json=i.get("b64_json"), revised_prompt=revised)
             for i in out["images"]])
-    return await _unless_disconnected(request, work())
+    return await unless_disconnected(request.receive, work())

@@ -1,4 +1,5 @@
-"""Cancel a non-streaming request's work when its client goes away.
+"""Cancel a non-streaming request's work when its client goes away (the worker's routes and the
+gateway's alike).
 
 A streaming response notices a gone client when a write fails or the server reports the
 disconnect, and its generators are closed. A non-streaming handler writes nothing until its work
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.responses import Response
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+T = TypeVar("T")
 
 # nginx's status for "the client closed the connection before the answer": what the access log
 # and the request metrics record for such a request (the client itself reads nothing).
@@ -29,7 +31,7 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-async def unless_disconnected(receive: Receive, work: Coroutine[Any, Any, Response]) -> Response:
+async def unless_disconnected(receive: Receive, work: Coroutine[Any, Any, T]) -> T | Response:
     """`work`'s response; if the client disconnects first, `work` is cancelled and the answer is an
     empty 499. The caller must own (and close) whatever `work` holds: a task cancelled before its
     first step runs none of the coroutine's code."""
