@@ -33,8 +33,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 TEMPLATE = {"template_name": "bench_enhance", "enhancer_model": "qwen_instruct", "target_model": "sdxl",
             "job_type": "image", "use_case": "enhancement", "content_mode": "sfw",
             "system_prompt": "You write SDXL prompts.", "token_limit": 16}
@@ -65,6 +63,8 @@ class Bench:
         self.tmp = tmp
         self.prefix = f"bench-{uuid.uuid4().hex[:8]}"
         self.procs: list[subprocess.Popen[bytes]] = []
+        import httpx  # here, not at the top: `pureinfer bench text` imports this module for its parser
+
         self.http = httpx.Client(timeout=300, trust_env=False)
         self.gateway_url = ""
 
@@ -81,6 +81,8 @@ class Bench:
         return p
 
     def _wait(self, url: str, timeout_s: float = 600) -> None:
+        import httpx
+
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for p in self.procs:
