@@ -6,15 +6,23 @@ Content-Length over it is refused before a byte is read; a body that grows past 
 soon as it does), and `replaying()` hands the bytes read to the app as if they came from the
 client. `BodyLimit` is the middleware made of the two; the worker's `Guard` uses them too, since
 it needs the exact bytes for the signature. Too large: 413 INVALID_PAYLOAD naming `body`.
+
+`ErrorBoundary` is where an exception no handler knew ends: the 500 envelope (INTERNAL_ERROR, the
+request id) when no response has started, the traceback in our log once, and nothing re-raised.
+Starlette's own last resort (ServerErrorMiddleware) answers 500 and then re-raises to the server,
+which logs it again as plain text and closes the keep-alive connection under the client.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from pureinfer.errors import PayloadTooLarge, PureInferError
 from pureinfer.http_errors import error_response
+
+log = logging.getLogger("pureinfer.http")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -88,3 +96,32 @@ class BodyLimit:
             await error_response(exc, scope.get("state", {}).get("request_id"))(scope, receive, send)
             return
         await self.app(scope, replaying(body, receive), send)
+
+
+class ErrorBoundary:
+    """Catches what escaped the app's exception handlers (see the module docstring). Placed inside
+    the request-id middleware, so the 500 carries the id and the access line its status."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception as exc:
+            log.error("unhandled error", exc_info=exc, extra={"event": "unhandled_error"})
+            if not started:
+                await error_response(exc, scope.get("state", {}).get("request_id"))(scope, receive, send)
+            # Started: the body is cut short, which the server shows its client by closing the
+            # connection (a response it cannot complete); nothing else can be said any more.

@@ -2,13 +2,12 @@
 envelope (`errors.envelope`) with its status.
 
 FastAPI's validation errors become INVALID_PAYLOAD with one entry per bad field (`messages.0.role`),
-malformed JSON included; routing misses become NOT_FOUND; anything unknown is a 500 whose text
-stays in the log. Input values are never echoed back (they may hold prompts).
+malformed JSON included; routing misses become NOT_FOUND; anything unknown reaches
+`asgi.ErrorBoundary`: a 500 whose text stays in the log. Input values are never echoed back (they may hold prompts).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,8 +17,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pureinfer import metrics
 from pureinfer.errors import InvalidPayload, NotFound, PureInferError, as_pureinfer_error, envelope
-
-log = logging.getLogger("pureinfer.http")
 
 
 def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -70,8 +67,3 @@ def install_error_handlers(app: FastAPI) -> None:
         err = InvalidPayload(str(exc.detail), {"fields": [{"field": "method", "message": str(exc.detail)}]})
         err.http_status = exc.status_code
         return error_response(err, _rid(request))
-
-    @app.exception_handler(Exception)
-    async def _unknown(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error", exc_info=exc)
-        return error_response(exc, _rid(request))

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pureinfer.asgi import BodyLimit
+from pureinfer.asgi import BodyLimit, ErrorBoundary
 from pureinfer.db.store import Store, open_store
+from pureinfer.gateway.access import AccessMiddleware
 from pureinfer.gateway.audit.router import router as audit_router
 from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
@@ -34,7 +34,6 @@ from pureinfer.gateway.workers.router import router as workers_router
 from pureinfer.gateway.workers.transport import AddressPins, worker_http_client
 from pureinfer.gateway.workers.urls import UrlPolicy
 from pureinfer.http_errors import install_error_handlers
-from pureinfer.logging import request_id_from, request_id_var
 
 log = logging.getLogger("pureinfer.gateway")
 
@@ -62,30 +61,6 @@ class Gateway:
                                  max_buffer=settings.audit_max_buffer, retention_days=settings.audit_retention_days,
                                  store_timeout_s=settings.store_timeout_s)
         self.prompting = PromptingService(self.templates, self.client, self.audit, settings)
-
-
-class RequestIdMiddleware:
-    """Pure ASGI: take a sane `X-Request-ID` from the caller or make one; echo it back, put it on
-    every log line of the request, and pass it on to the worker."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = request_id_from(next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None))
-        scope.setdefault("state", {})["request_id"] = rid
-        request_id_var.set(rid)  # every log record of this request carries it (pureinfer.logging)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                message["headers"] = [*headers, (b"x-request-id", rid.encode())]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
 
 
 def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None,
@@ -123,8 +98,10 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
             await asyncio.to_thread(store.dispose)
 
     app = FastAPI(title="pureinfer gateway", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(ErrorBoundary)  # an unhandled exception: the 500 envelope, the connection kept
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # 413 before any body is parsed
-    app.add_middleware(RequestIdMiddleware)  # outermost: the 413 carries the request id too
+    # Outermost: the request id (on the 413 too), the access line, the audit row of a refusal.
+    app.add_middleware(AccessMiddleware)
 
     install_error_handlers(app)  # the one envelope, as on the workers
 
