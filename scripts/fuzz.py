@@ -37,11 +37,19 @@ def main() -> int:
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()
 
-    from pureinfer.engines.demo.build import ensure_demo_models
-    from pureinfer.logging import configure_logging
     from tests.support.fuzz import fuzz_app
     from tests.support.targets import (
-        ADMIN_KEY, REG_SECRET, WORKER_KEY, WORKER_SECRET, demo_cache, gateway_server, worker_server)
+        ADMIN_KEY,
+        REG_SECRET,
+        WORKER_KEY,
+        WORKER_SECRET,
+        demo_cache,
+        gateway_server,
+        worker_server,
+    )
+
+    from pureinfer.engines.demo.build import ensure_demo_models
+    from pureinfer.logging import configure_logging
 
     configure_logging("WARNING")  # the servers' INFO lines would be one per request
     logging.getLogger("pureinfer.http").setLevel(logging.ERROR)
@@ -54,11 +62,11 @@ def main() -> int:
             if app == "gateway":
                 with worker_server("all", cache, tmp / "files") as w, gateway_server(tmp / app, [w.url]) as g:
                     report = fuzz_app("gateway", g.url, examples=args.examples, key=ADMIN_KEY, secret=REG_SECRET,
-                                      seed=args.seed)
+                                      seed=args.seed, cap_image_steps=True)
             else:
                 with worker_server(app, cache, tmp / "files") as w:
                     report = fuzz_app(f"worker --role {app}", w.url, examples=args.examples, key=WORKER_KEY,
-                                      secret=WORKER_SECRET, seed=args.seed)
+                                      secret=WORKER_SECRET, seed=args.seed, cap_image_steps=app != "chat")
             results.append(report.as_dict())
             print(json.dumps(results[-1]), file=sys.stderr)
     out = {"kind": "fuzz", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -34,8 +34,8 @@ def worker_settings(role: str, cache_dir: Path, files_dir: Path, **overrides: An
     values: dict[str, Any] = dict(
         demo=True, role=role, cache_dir=cache_dir, device="cpu", api_keys=[WORKER_KEY],
         signing_secret=WORKER_SECRET, log_prompts="preview", max_tokens_limit=32,
-        image_min_size=64, image_max_size=128, image_max_batch=4, image_batch_wait_ms=5,
-        storage_dir=files_dir, image_warmup=False)
+        image_min_size=64, image_max_size=64, image_max_batch=4, image_batch_wait_ms=5,
+        storage_dir=files_dir, image_warmup=False, request_timeout_s=600)
     values.update(overrides)
     return WorkerSettings(**values)
 
