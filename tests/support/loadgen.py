@@ -99,7 +99,9 @@ async def run_load(target: str, base_url: str, mix: list[Call], *, clients: int,
                    on_tick: Callable[[float], None] | None = None) -> LoadReport:
     """Run the load; `on_tick(elapsed)` is called about once a second (the script samples RSS)."""
     report = LoadReport(target, clients, duration_s)
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    # Idle connections expire before uvicorn's keep-alive timeout (5 s), as a careful client's do:
+    # otherwise a request sent just as the server closes an idle connection fails to read.
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4, keepalive_expiry=2.0)
     start = time.monotonic()
     deadline = start + duration_s
     counter = itertools.count()
