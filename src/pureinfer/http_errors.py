@@ -2,18 +2,17 @@
 envelope (`errors.envelope`) with its status.
 
 FastAPI's validation errors become INVALID_PAYLOAD with one entry per bad field (`messages.0.role`),
-malformed JSON included; routing misses become NOT_FOUND; anything unknown is a 500 whose text
-stays in the log. Input values are never echoed back (they may hold prompts).
+malformed JSON included; routing misses become NOT_FOUND; anything unknown reaches
+`asgi.ErrorBoundary`: a 500 whose text stays in the log. Input values are never echoed back (they may hold prompts).
 
 The envelope is our shape; a surface that speaks another API's (A1111's `{error, detail, ...}`)
-registers its own by path prefix in `ErrorShapes`, and the handlers and the worker's `Guard`
-(authentication, body size) build every error of those paths in it, with the same code, status
-and details.
+registers its own by path prefix in `ErrorShapes`, and the handlers, the worker's `Guard`
+(authentication, body size) and the `ErrorBoundary` build every error of those paths in it, with
+the same code, status and details.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -24,8 +23,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pureinfer import metrics
 from pureinfer.errors import InvalidPayload, NotFound, PureInferError, as_pureinfer_error, envelope
-
-log = logging.getLogger("pureinfer.http")
 
 
 def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -94,8 +91,3 @@ def install_error_handlers(app: FastAPI, shapes: ErrorShapes | None = None) -> N
         err = InvalidPayload(str(exc.detail), {"fields": [{"field": "method", "message": str(exc.detail)}]})
         err.http_status = exc.status_code
         return respond(request, err)
-
-    @app.exception_handler(Exception)
-    async def _unknown(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error", exc_info=exc)
-        return respond(request, exc)

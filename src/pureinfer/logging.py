@@ -98,6 +98,10 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel("WARNING")  # our own access line carries more
+    # httpx and httpcore log every call (its URL) at INFO: one line per worker call and health
+    # check, drowning the gateway's own lines. Their warnings and errors still show.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 def prompt_for_log(text: str, mode: PromptLogging) -> str | None:

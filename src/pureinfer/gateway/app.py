@@ -17,13 +17,13 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pureinfer.asgi import BodyLimit
+from pureinfer.asgi import BodyLimit, ErrorBoundary
 from pureinfer.db.store import Store, open_store
 from pureinfer.gateway.a1111.router import PREFIX as A1111_PREFIX
 from pureinfer.gateway.a1111.router import router as a1111_router
 from pureinfer.gateway.a1111.service import JobBoard
+from pureinfer.gateway.access import AccessMiddleware
 from pureinfer.gateway.audit.router import router as audit_router
 from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.auth import GatewayAuth
@@ -49,7 +49,6 @@ from pureinfer.gateway.workers.router import router as workers_router
 from pureinfer.gateway.workers.transport import AddressPins, worker_http_client
 from pureinfer.gateway.workers.urls import UrlPolicy
 from pureinfer.http_errors import ErrorShapes, install_error_handlers
-from pureinfer.logging import request_id_from, request_id_var
 from pureinfer.queue.base import open_queue
 from pureinfer.wire.a1111 import a1111_error
 
@@ -88,30 +87,6 @@ class Gateway:
                            max_attempts=settings.queue_max_attempts)
         self.jobs = JobService(store, queue, self.templates, self.client, settings,
                                WebhookSender(settings, webhook_policy), self.images)
-
-
-class RequestIdMiddleware:
-    """Pure ASGI: take a sane `X-Request-ID` from the caller or make one; echo it back, put it on
-    every log line of the request, and pass it on to the worker."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = request_id_from(next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None))
-        scope.setdefault("state", {})["request_id"] = rid
-        request_id_var.set(rid)  # every log record of this request carries it (pureinfer.logging)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                message["headers"] = [*headers, (b"x-request-id", rid.encode())]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
 
 
 def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None,
@@ -165,12 +140,14 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
     metrics = GatewayMetrics()  # this app's own registry (metrics.py)
     app = FastAPI(title="pureinfer gateway", version="0.1.0", lifespan=lifespan)
     app.state.metrics = metrics
+    shapes = ErrorShapes({A1111_PREFIX + "/": a1111_error})  # A1111's error shape on A1111's paths
+    app.add_middleware(ErrorBoundary, shapes=shapes)  # an unhandled exception: the 500 envelope, the connection kept
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # 413 before any body is parsed
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outside the body limit: 413s are counted
-    app.add_middleware(RequestIdMiddleware)  # outermost: the 413 carries the request id too
+    # Outermost: the request id (on the 413 too), the access line, the audit row of a refusal.
+    app.add_middleware(AccessMiddleware)
 
-    # the one envelope, as on the workers; A1111's shape on A1111's paths
-    install_error_handlers(app, ErrorShapes({A1111_PREFIX + "/": a1111_error}))
+    install_error_handlers(app, shapes)  # the one envelope, as on the workers
 
     @app.get("/health", tags=["ops"])
     async def health(request: Request) -> dict[str, Any]:

@@ -22,8 +22,10 @@ KEY_ID_PATTERN = r"^[0-9a-f]{12}$"  # security.ApiKeys.key_id
 CODE_PATTERN = r"^[A-Za-z0-9_.:-]{1,50}$"  # error codes, endpoint names
 
 
-def no_nul(value: str) -> str:
-    if "\x00" in value:
+def no_nul(value: str | None) -> str | None:
+    # None too: an update model makes every field optional and keeps this validator on `str | None`
+    # (the fuzzer's PUT /templates/{ref} with a null field was a 500).
+    if value is not None and "\x00" in value:
         raise ValueError("must not contain NUL characters")
     return value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,16 +30,30 @@ def _gateway(args: argparse.Namespace) -> int:
         print(f"pureinfer gateway: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    # log_config=None keeps uvicorn's own lines (errors included) in our JSON handler; with its
-    # default config they were plain text ("ERROR:    Exception in ASGI application").
     app = create_app(settings)
     # What the top floor adds to the app (the console at /ui; cli.py passes it, since the gateway
     # must not import the parts above it).
     for attach in getattr(args, "attach", ()):
         attach(app)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                access_log=False, log_config=None)
-    return 0
+    # log_config=None keeps uvicorn's own lines (errors included) in our JSON handler; with its
+    # default config they were plain text ("ERROR:    Exception in ASGI application").
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            access_log=False, log_config=None)
+
+    class StoppedBySigterm(uvicorn.Server):
+        """SIGTERM is the ordinary way to stop a gateway: after the graceful shutdown the command
+        exits 0, as a supervisor expects. (uvicorn records the signal and raises it again once shut
+        down, so the process ended "killed by SIGTERM".) Ctrl-C keeps uvicorn's behaviour."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if sig == signal.SIGTERM:
+                self.should_exit = True  # not recorded: nothing is raised again after the shutdown
+                return
+            super().handle_exit(sig, frame)
+
+    server = StoppedBySigterm(config)
+    server.run()
+    return 0 if server.started else 3  # not started (uvicorn.run's code): the lifespan failed, logged
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -155,6 +170,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
          help="what audit rows keep of prompts and responses: previews, also the exact messages and "
               "whole response (full), or none")
     flag(logs, "--log-level", help="DEBUG, INFO, WARNING or ERROR; logs are JSON lines on stderr")
+    flag(logs, "--log-prompts", choices=["none", "preview", "full"],
+         help="how much of a prompt or response the logs show (preview: its first 100 or 200 characters, "
+              "as the seed's log lines cut them)")
     g.set_defaults(func=_gateway)
 
     t = sub.add_parser("templates", help="import or export prompt templates (YAML)",

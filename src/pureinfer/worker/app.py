@@ -21,6 +21,7 @@ from fastapi.openapi.utils import get_openapi
 
 from pureinfer.api.native.router import build_text_router
 from pureinfer.api.native.serving import TextLimits, TextServing
+from pureinfer.asgi import ErrorBoundary
 from pureinfer.engines.base import TextEngine
 from pureinfer.http_errors import ErrorShapes, install_error_handlers
 from pureinfer.security import ApiKeys, SignatureVerifier
@@ -107,6 +108,7 @@ def create_app(settings: WorkerSettings, *, text_engines: dict[str, TextEngine] 
     endpoints = _endpoints(app)
     app.include_router(build_ops_router(OpsServing(runtime, endpoints)))
 
+    app.add_middleware(ErrorBoundary, shapes=shapes)  # an unhandled exception: the 500 envelope, the connection kept
     app.add_middleware(
         Guard, max_body_bytes=settings.max_body_bytes, keys=ApiKeys(settings.api_keys),
         verifier=SignatureVerifier(settings.signing_secret, settings.signature_max_skew_s)

@@ -30,6 +30,7 @@ parts are a deque, two files, one thread and a loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -50,6 +51,17 @@ from pureinfer.gateway.audit.protocol import ENTRY_FIELDS
 
 log = logging.getLogger("pureinfer.gateway.audit")
 T = TypeVar("T")
+
+
+class AuditMark:
+    """Whether the current request has its audit row. The gateway's access middleware sets one
+    per request (`audit_mark`); `record()` marks it from whichever task records (child tasks share
+    the object); a request refused before any service recorded it is then recorded there."""
+
+    recorded = False
+
+
+audit_mark: contextvars.ContextVar[AuditMark | None] = contextvars.ContextVar("audit_mark", default=None)
 
 
 def _to_row(entry: dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +132,8 @@ class AuditWriter:
     # -- the hot path ------------------------------------------------------------------------
     def record(self, entry: dict[str, Any]) -> None:
         self.stats["recorded"] += 1
+        if (mark := audit_mark.get()) is not None:
+            mark.recorded = True
         if len(self._buf) >= self.max_buffer:
             # The loop is behind (the store is slow or down): the buffer goes to the spill thread
             # as one batch. If the last such batch is still being written, the disk is failing or

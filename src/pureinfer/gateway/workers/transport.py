@@ -124,7 +124,9 @@ def worker_http_client(pins: AddressPins, max_connections: int = 512, max_keepal
     if isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
         # httpx keeps its httpcore pool here; rebuilt with the same limits and our backend.
         transport._pool = httpcore.AsyncConnectionPool(
-            max_connections=max_connections, max_keepalive_connections=max_keepalive, keepalive_expiry=5.0,
+            # An idle connection is dropped before the worker's own keep-alive timeout (uvicorn: 5 s)
+            # can close it under a request just sent on it (a POST that then fails to read).
+            max_connections=max_connections, max_keepalive_connections=max_keepalive, keepalive_expiry=2.0,
             http1=True, http2=False, network_backend=CoalescingBackend(pins))
     else:  # pragma: no cover - a future httpx: refuse to run with a client that resolves names itself
         raise RuntimeError("httpx internals changed: the worker client cannot pin validated addresses")
