@@ -38,6 +38,7 @@ class FakeControl:
     delay_s: float = 0.0
     gate: threading.Event | None = None  # when given, work is answered only once it is set
     stream_delay_s: float = 0.0  # between SSE events
+    break_stream_after: int | None = None  # raise after this many SSE events: the connection is cut mid-body
     redirect_to: str | None = None
     ready: bool = True
     # Refuse message contents holding these special tokens, as a worker does (INVALID_PAYLOAD
@@ -102,9 +103,11 @@ def fake_worker_app(ctl: FakeControl, *, key: str = WORKER_KEY, secret: str = WO
         text = f"[{ctl.name}] enhanced: {user}"
         if payload.get("stream"):
             async def events() -> Any:
-                for word in text.split(" "):
+                for i, word in enumerate(text.split(" ")):
                     if ctl.stream_delay_s:
                         await asyncio.sleep(ctl.stream_delay_s)
+                    if i == ctl.break_stream_after:  # as a killed worker: the chunked body never ends
+                        raise ConnectionResetError("the fake worker dies mid-stream")
                     yield f"data: {json.dumps({'text': word + ' '})}\n\n".encode()
                 final = {'text': '', 'finish_reason': 'stop', 'tokens_generated': 5, 'prompt_tokens': 9,
                          'prompt_sha256': "1" * 64, 'model_used': 'qwen_instruct', 'seed': payload.get('seed', 4242)}

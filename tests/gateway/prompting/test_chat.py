@@ -4,6 +4,7 @@ SSE pass-through."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -65,6 +66,31 @@ async def test_chat_stream_passes_sse_through(sqlite_url, make_gateway, fake_wor
     assert rec["response_preview"] == "[w] enhanced: tell me " and rec["tokens_generated"] == 5
     assert rec["status"] == 200 and rec["endpoint"] == "chat"
     assert app.state.gateway.registry.workers[rec["worker_id"]].in_flight == 0
+
+
+async def test_a_worker_that_dies_mid_stream_ends_the_stream_with_an_error_event(sqlite_url, make_gateway,
+                                                                                fake_workers):
+    """The status line is long sent when the worker goes away, so the caller gets what a worker's own
+    mid-stream error looks like (an error event with the envelope, then [DONE]) on a connection that
+    completes normally, never a dropped one; the audit row says WORKER_UNAVAILABLE."""
+    app, c = await make_gateway(sqlite_url, background=False)
+    await c.post("/templates", json=CHAT_TPL, headers=ADMIN)
+    ctl, srv = fake_workers("w", break_stream_after=2)
+    await c.post("/workers", json={"url": srv.url, "models": ["qwen_instruct"]}, headers=ADMIN)
+    async with c.stream("POST", "/chat", json={"message": "tell me more", "stream": True},
+                        headers={**CALLER, "X-Request-ID": "broken-1"}) as r:
+        assert r.status_code == 200
+        raw = b"".join([chunk async for chunk in r.aiter_raw()])  # raises if the connection is dropped
+    events = [e for e in raw.decode().split("\n\n") if e.strip()]
+    assert events[:2] == ['data: {"text": "[w] "}', 'data: {"text": "enhanced: "}'] and events[-1] == "data: [DONE]"
+    error = json.loads(events[-2].removeprefix("data: "))["error"]
+    assert error["error_code"] == "WORKER_UNAVAILABLE" and error["request_id"] == "broken-1"
+    deadline = time.monotonic() + 10
+    while not (records := (await c.get("/audit?request_id=broken-1", headers=ADMIN)).json()["records"]):
+        assert time.monotonic() < deadline, "no audit row"
+        await asyncio.sleep(0.05)
+    assert (records[0]["status"], records[0]["error_code"]) == (503, "WORKER_UNAVAILABLE")
+    assert app.state.gateway.registry.workers[records[0]["worker_id"]].in_flight == 0
 
 
 async def test_caller_disconnect_mid_stream(tmp_path, sqlite_url, fake_workers):

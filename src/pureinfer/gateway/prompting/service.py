@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pureinfer.errors import InternalError, InvalidPayload, PureInferError, as_pureinfer_error
+import httpx
+
+from pureinfer.errors import (
+    InternalError,
+    InvalidPayload,
+    PureInferError,
+    WorkerUnavailable,
+    as_pureinfer_error,
+    envelope,
+)
 from pureinfer.gateway.audit.writer import AuditWriter
 from pureinfer.gateway.bounds import MAX_SQL_BIGINT, MAX_SQL_INT
 from pureinfer.gateway.prompting.protocol import (
@@ -358,12 +367,24 @@ class StreamRelay:
     async def chunks(self) -> AsyncIterator[bytes]:
         pending = b""
         try:
-            async for chunk in self.resp.aiter_raw():
-                yield chunk
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    self._observe(line)
+            try:
+                async for chunk in self.resp.aiter_raw():
+                    yield chunk
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        self._observe(line)
+            except httpx.TransportError:
+                if self.done:
+                    raise
+                # The worker went away mid-stream (killed, connection cut). The caller's status
+                # line is long sent, so the error arrives as the worker's own would: an error event
+                # (after ending any half-sent line), then [DONE], never a dropped connection.
+                err = WorkerUnavailable("The worker stopped in the middle of the stream; retry the request")
+                env = envelope(err, self.it.request_id)
+                self.status, self.error_code = err.http_status, str(env["error_code"])
+                yield ((b"\n\n" if pending else b"") + b"data: " + json.dumps({"error": env}).encode()
+                       + b"\n\ndata: [DONE]\n\n")
         except BaseException:
             await self.close(interrupted=True)
             raise
