@@ -175,3 +175,27 @@ async def test_metrics_show_queue_depth_and_job_states(sqlite_url, make_gateway,
     assert 'pureinfer_gateway_jobs{status="succeeded"} 1.0' in text
     assert 'pureinfer_gateway_queue_depth{worker_type="chat"} 0.0' in text
     assert 'pureinfer_gateway_queue_dead_letters{worker_type="image"} 0.0' in text
+
+
+async def test_jobs_belong_to_the_caller_key_that_created_them(database_url, make_gateway, fake_workers):
+    other = {"Authorization": "Bearer other-caller-key"}
+    _app, c, _ctl, _wid = await setup(make_gateway, database_url, fake_workers,
+                                      api_keys=["caller-key", "other-caller-key"])
+    mine = (await c.post("/jobs", json={"type": "enhance", "params": {"prompt": "mine"}}, headers=CALLER)).json()
+    theirs = (await c.post("/jobs", json={"type": "enhance", "params": {"prompt": "theirs"}}, headers=other)).json()
+    await wait_job(c, mine["job_id"])
+    job_id = mine["job_id"]
+    # Another caller key: the job does not exist for it, wherever it asks.
+    for r in (await c.get(f"/jobs/{job_id}", headers=other), await c.get(f"/jobs/{job_id}/events", headers=other),
+              await c.post(f"/jobs/{job_id}/cancel", headers=other)):
+        assert r.status_code == 404 and r.json()["error_code"] == "NOT_FOUND", r.text
+    assert [j["job_id"] for j in (await c.get("/jobs", headers=CALLER)).json()["jobs"]] == [job_id]
+    assert [j["job_id"] for j in (await c.get("/jobs", headers=other)).json()["jobs"]] == [theirs["job_id"]]
+    # An admin key sees every caller's jobs.
+    assert (await c.get(f"/jobs/{job_id}", headers=ADMIN)).status_code == 200
+    assert {j["job_id"] for j in (await c.get("/jobs", headers=ADMIN)).json()["jobs"]} == {job_id, theirs["job_id"]}
+    # Idempotency keys are per caller: the same key from another caller makes its own job.
+    body = {"type": "enhance", "params": {"prompt": "same"}}
+    a = (await c.post("/jobs", json=body, headers={**CALLER, "Idempotency-Key": "shared"})).json()
+    b = (await c.post("/jobs", json=body, headers={**other, "Idempotency-Key": "shared"})).json()
+    assert a["job_id"] != b["job_id"]

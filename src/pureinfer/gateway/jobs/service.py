@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from pureinfer.db.models import JobRecord
 from pureinfer.db.store import Store, as_utc
 from pureinfer.errors import InvalidPayload, NotFound, PureInferError, WorkerUnavailable, envelope
+from pureinfer.gateway.auth import Owner
 from pureinfer.gateway.images.protocol import GenerateImageRequest
 from pureinfer.gateway.images.service import ImageService
 from pureinfer.gateway.jobs import repository as repo
@@ -173,21 +174,24 @@ class JobService:
                        worker_id=r.worker_id, cancel_requested=r.cancel_requested, result=r.result, error=r.error,
                        webhook=webhook, request_id=r.request_id)
 
-    async def get(self, job_id: str) -> JobView:
+    async def get(self, job_id: str, owner: Owner | None = None) -> JobView:
+        """`owner`: whose request it is (None: the gateway itself). Another caller's job is
+        answered as no job at all (404), so job ids reveal nothing across callers."""
         row = await self._db(repo.get, job_id)
-        if row is None:
+        if row is None or (owner is not None and not owner.may_see(row.caller_key_id)):
             raise NotFound(f"No job {job_id}", {"job_id": job_id})
         return self.view(row)
 
     async def list(self, filters: dict[str, Any], since: datetime | None, until: datetime | None,
-                   limit: int, offset: int) -> JobList:
-        rows = await self._db(repo.query, filters, since, until, limit, offset)
+                   limit: int, offset: int, owner: Owner | None = None) -> JobList:
+        only = owner.key_id if owner is not None and not owner.sees_all else repo.ALL_CALLERS
+        rows = await self._db(repo.query, filters, since, until, limit, offset, only)
         return JobList(jobs=[self.view(r) for r in rows], limit=limit, offset=offset)
 
-    async def cancel(self, job_id: str) -> JobView:
+    async def cancel(self, job_id: str, owner: Owner | None = None) -> JobView:
         """A queued job is cancelled at once; a running one is asked to stop (its worker stops
         between steps or tokens and reports `cancelled`). A finished job: 409."""
-        job = await self.get(job_id)
+        job = await self.get(job_id, owner)
         if job.status.is_terminal():
             err = InvalidPayload(f"Job {job_id} already {job.status.value}",
                                  {"fields": [{"field": "job_id", "message": f"the job is {job.status.value}"}],
