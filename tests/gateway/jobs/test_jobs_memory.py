@@ -138,6 +138,11 @@ async def test_cancelling_running_and_queued_jobs(sqlite_url, make_gateway, fake
     assert [call["payload"]["messages"][1]["content"] for call in ctl.calls] == ["a"]
     r = await c.post(f"/jobs/{running['job_id']}/cancel", headers=CALLER)
     assert r.status_code == 409 and r.json()["error_code"] == "INVALID_PAYLOAD"
+    # Each cancelled job leaves one audit row (the queued one as well as the running one).
+    for j in (running, queued):
+        request_id = (await c.get(f"/jobs/{j['job_id']}", headers=CALLER)).json()["request_id"]
+        rows = await audit_rows(app, c, request_id=request_id)
+        assert [(r["endpoint"], r["status"], r["error_code"]) for r in rows] == [("jobs/enhance", 499, "CANCELLED")]
 
 
 async def test_progress_events_over_sse(sqlite_url, make_gateway, fake_workers):
@@ -199,3 +204,39 @@ async def test_jobs_belong_to_the_caller_key_that_created_them(database_url, mak
     a = (await c.post("/jobs", json=body, headers={**CALLER, "Idempotency-Key": "shared"})).json()
     b = (await c.post("/jobs", json=body, headers={**other, "Idempotency-Key": "shared"})).json()
     assert a["job_id"] != b["job_id"]
+
+
+async def audit_rows(app, c, n: int = 1, timeout_s: float = 30, **query) -> list[dict]:
+    """The audit rows matching `query`, once there are `n` of them (the row is written just after
+    the job's end is stored, so a poll can see the end first)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        await app.state.gateway.audit.flush()
+        r = await c.get("/audit", params=query, headers=ADMIN)
+        assert r.status_code == 200, r.text
+        if len(r.json()["records"]) >= n or time.monotonic() > deadline:
+            return r.json()["records"]
+        await asyncio.sleep(0.05)
+
+
+async def test_every_finished_job_leaves_one_audit_row(database_url, make_gateway, fake_workers):
+    app, c, ctl, wid = await setup(make_gateway, database_url, fake_workers)
+    ok = (await c.post("/jobs", json={"type": "enhance", "params": {"prompt": "a fox", "seed": 7}},
+                       headers=CALLER)).json()
+    job = await wait_job(c, ok["job_id"])
+    assert job["status"] == "succeeded", job
+    [row] = await audit_rows(app, c, request_id=job["request_id"])
+    assert (row["endpoint"], row["status"], row["error_code"]) == ("jobs/enhance", 200, None)
+    assert (row["template_name"], row["template_version"], row["fallback_level"]) == ("sdxl_instruct_sfw", 1, 0)
+    assert row["worker_id"] == wid and row["worker_type"] == "chat" and row["attempts"] == 1
+    assert row["messages_sha256"] and row["response_sha256"] and row["sampling"]["seed"] == 7
+    assert row["strategy"] == job["result"]["strategy"] and row["caller_key_id"]
+    # A job the worker refused: one row with the worker's code.
+    ctl.script = [400]
+    bad = (await c.post("/jobs", json={"type": "text", "params": {"message": "hi"}}, headers=CALLER)).json()
+    job = await wait_job(c, bad["job_id"])
+    assert job["status"] == "failed"
+    [row] = await audit_rows(app, c, request_id=job["request_id"])
+    assert (row["endpoint"], row["error_code"], row["template_name"]) == ("jobs/text", "TOKEN_LIMIT_EXCEEDED",
+                                                                         "chat_sfw")
+    assert row["status"] == 400 and row["messages_sha256"]

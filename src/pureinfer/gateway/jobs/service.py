@@ -39,6 +39,7 @@ from pureinfer.gateway.auth import Owner
 from pureinfer.gateway.images.protocol import GenerateImageRequest
 from pureinfer.gateway.images.service import ImageService
 from pureinfer.gateway.jobs import repository as repo
+from pureinfer.gateway.jobs.audit import record_job
 from pureinfer.gateway.jobs.protocol import (
     JobAccepted,
     JobCreate,
@@ -305,9 +306,16 @@ class JobService:
                 "execution_metadata": execution}
 
     async def _finished(self, job_id: str) -> None:
-        """This gateway finished the job: it sends the webhook (in the background)."""
+        """This gateway finished the job (its guarded update moved it, so this runs once per
+        job): it writes the job's audit row and sends the webhook (in the background)."""
         row: JobRecord | None = await self._db(repo.get, job_id)
-        if row is None or not row.callback_url:
+        if row is None:
+            return
+        try:
+            record_job(row, self.images.prompting, self.images)
+        except Exception:
+            log.error("job audit row not built", exc_info=True, extra={"event": "job_audit_error", "job_id": job_id})
+        if not row.callback_url:
             return
         payload = json.loads(self.view(row).model_dump_json())
 
@@ -400,8 +408,8 @@ class JobService:
             await self.queue.publish(Event(d.job_id, "progress", {"step": step, "total": total}))
 
         req = GenerateImageRequest.model_validate(d.work["request"])
-        out = await self.images.generate(req, request_id=d.work.get("request_id") or d.job_id, endpoint="jobs",
-                                         on_progress=progress)
+        out = await self.images.generate(req, request_id=d.work.get("request_id") or d.job_id, endpoint="jobs/image",
+                                         on_progress=progress, audit=False)
         meta = out.get("execution_metadata") or {}
         return {"response": out, "worker_id": meta.get("worker_id"), "worker_type": meta.get("worker_type")}
 
