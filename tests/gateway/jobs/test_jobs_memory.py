@@ -240,3 +240,28 @@ async def test_every_finished_job_leaves_one_audit_row(database_url, make_gatewa
     assert (row["endpoint"], row["error_code"], row["template_name"]) == ("jobs/text", "TOKEN_LIMIT_EXCEEDED",
                                                                          "chat_sfw")
     assert row["status"] == 400 and row["messages_sha256"]
+
+
+async def test_a_job_waits_for_a_healthy_worker(sqlite_url, make_gateway, fake_workers):
+    """Memory queue: a job submitted while no worker can take it stays queued (handed back with a
+    backoff) and runs once a worker is registered; past --job-worker-wait-s it fails, coded."""
+    app, c = await make_gateway(sqlite_url, background=False)
+    await c.post("/templates", json=tpl(), headers=ADMIN)
+    job_id = (await c.post("/jobs", json={"type": "enhance", "params": {"prompt": "patient fox"}},
+                           headers=CALLER)).json()["job_id"]
+    # It was tried and found no worker (logged), and is queued, not failed.
+    waits = app.state.gateway.jobs._waiting
+    await wait_job(c, job_id, lambda j: job_id in waits and j["status"] == "queued")
+    ctl, srv = fake_workers("late")
+    await c.post("/workers", json={"url": srv.url, "models": ["qwen_instruct"]}, headers=ADMIN)
+    job = await wait_job(c, job_id)
+    assert job["status"] == "succeeded", job
+    assert job["result"]["enhanced_prompt"] == "[late] enhanced: patient fox" and job["attempts"] == 1
+
+
+async def test_a_job_fails_coded_once_the_worker_wait_is_over(sqlite_url, make_gateway):
+    _app, c = await make_gateway(sqlite_url, background=False, job_worker_wait_s=0.0)
+    await c.post("/templates", json=tpl(), headers=ADMIN)
+    job_id = (await c.post("/jobs", json={"type": "enhance", "params": {"prompt": "x"}}, headers=CALLER)).json()
+    job = await wait_job(c, job_id["job_id"])
+    assert job["status"] == "failed" and job["error"]["error_code"] == "WORKER_UNAVAILABLE", job

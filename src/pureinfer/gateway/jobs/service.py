@@ -34,7 +34,14 @@ from sqlalchemy.exc import IntegrityError
 
 from pureinfer.db.models import JobRecord
 from pureinfer.db.store import Store, as_utc
-from pureinfer.errors import InvalidPayload, NotFound, PureInferError, WorkerUnavailable, envelope
+from pureinfer.errors import (
+    InvalidPayload,
+    NotFound,
+    PureInferError,
+    WorkerOverloaded,
+    WorkerUnavailable,
+    envelope,
+)
 from pureinfer.gateway.auth import Owner
 from pureinfer.gateway.images.protocol import GenerateImageRequest
 from pureinfer.gateway.images.service import ImageService
@@ -77,6 +84,8 @@ class JobService:
         self.images = images
         self.consumer = instance_id()
         self._webhook_tasks: set[asyncio.Task[Any]] = set()
+        # Memory queue: jobs waiting for a worker of their type, job id -> (since, tries).
+        self._waiting: dict[str, tuple[float, int]] = {}
 
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         def run() -> Any:
@@ -385,6 +394,14 @@ class JobService:
         except asyncio.CancelledError:
             task.cancel()
             raise
+        exc = task.exception()
+        if isinstance(exc, WorkerUnavailable | WorkerOverloaded) and (delay := self._worker_backoff(d.job_id)):
+            # No worker of its type could take it now: it waits in the queue rather than fail.
+            log.info("job waits for a worker", extra={"event": "job_waits_for_worker", "job_id": d.job_id,
+                                                      "error_code": exc.code.value, "retry_in_s": delay})
+            await self.queue.release(d, delay_s=delay)
+            return
+        self._waiting.pop(d.job_id, None)
         try:
             await self.queue.complete(d, "succeeded", task.result())
         except PureInferError as exc:
@@ -393,6 +410,17 @@ class JobService:
         except Exception as exc:
             log.error("job failed unexpectedly", exc_info=exc, extra={"event": "job_error", "job_id": d.job_id})
             await self.queue.complete(d, "failed", {"error": envelope(exc, d.work.get("request_id"))})
+
+    def _worker_backoff(self, job_id: str) -> float | None:
+        """The delay before this job, which found no worker able to take it, is tried again
+        (0.25 s doubling to 5 s); None once it has waited `job_worker_wait_s`: it fails."""
+        now = time.monotonic()
+        since, tries = self._waiting.get(job_id, (now, 0))
+        if now - since >= self.settings.job_worker_wait_s:
+            self._waiting.pop(job_id, None)
+            return None
+        self._waiting[job_id] = (since, tries + 1)
+        return min(0.25 * 2 ** tries, 5.0)
 
     async def _call(self, d: Delivery) -> dict[str, Any]:
         w = d.work
