@@ -199,6 +199,11 @@ async def test_jobs_belong_to_the_caller_key_that_created_them(database_url, mak
     # An admin key sees every caller's jobs.
     assert (await c.get(f"/jobs/{job_id}", headers=ADMIN)).status_code == 200
     assert {j["job_id"] for j in (await c.get("/jobs", headers=ADMIN)).json()["jobs"]} == {job_id, theirs["job_id"]}
+    # So does an admin's browser session (the cookie, no key header).
+    assert (await c.post("/session", json={"admin_key": "admin-key"})).status_code in (200, 201)
+    assert (await c.get(f"/jobs/{theirs['job_id']}")).status_code == 200
+    assert len((await c.get("/jobs")).json()["jobs"]) == 2
+    assert (await c.get(f"/jobs/{theirs['job_id']}", headers=CALLER)).status_code == 404  # a key judges alone
     # Idempotency keys are per caller: the same key from another caller makes its own job.
     body = {"type": "enhance", "params": {"prompt": "same"}}
     a = (await c.post("/jobs", json=body, headers={**CALLER, "Idempotency-Key": "shared"})).json()
