@@ -211,6 +211,11 @@ async def run(plan: Plan) -> int:
         say(f"demo models: {plan.workers['chat'].demo_dir} (built offline on the first start)")
     say(f"starting the gateway at http://{plan.gateway.host}:{plan.gateway.port} and two workers on loopback "
         f"(chat :{plan.workers['chat'].port}, image :{plan.workers['image'].port}); loading models ...")
+    # Both workers run in this process, and torch's intra-op threads belong to the process: they
+    # share one pool (the CPUs of the affinity mask) rather than divide the cores.
+    threads = plan.workers["chat"].effective_threads()
+    say(f"the two workers share this process's {threads} torch thread{'s' if threads != 1 else ''} "
+        f"(torch threads are per process; to divide the cores, run `pureinfer worker --threads N` processes)")
     async def serve(server: uvicorn.Server, sock: socket.socket) -> None:
         # uvicorn ends a server that cannot start with sys.exit(1): here that is one server of
         # three ending, which stops the others (below), not an exception through the loop.

@@ -175,7 +175,8 @@ async def _measure(args: argparse.Namespace, worker_url: str, gateway_url: str, 
     wd, wg = worker_ms["direct"][:len(d_ms)], worker_ms["gateway"][:len(g_ms)]
     return {
         "engine": engine, "requests": args.requests, "max_tokens": args.max_tokens, "concurrency": args.concurrency,
-        "cpus": os.cpu_count(), "direct": d, "gateway": g,
+        "cpus": os.cpu_count(), "worker_processes": 1, "worker_threads": worker_threads(1) if engine == "demo" else None,
+        "direct": d, "gateway": g,
         "added_p50_ms": round(g["p50_ms"] - d["p50_ms"], 3), "added_p95_ms": round(g["p95_ms"] - d["p95_ms"], 3),
         "worker_generation_p50_ms": {"direct": round(_pct(wd, 50), 3), "gateway": round(_pct(wg, 50), 3)},
         "added_p50_net_of_generation_ms": round(_pct(g_net, 50) - _pct(d_net, 50), 3),
@@ -186,6 +187,12 @@ async def _measure(args: argparse.Namespace, worker_url: str, gateway_url: str, 
     }
 
 
+def worker_threads(workers: int) -> int:
+    """Each worker process's torch threads: the cores of this process's affinity mask divided
+    among the workers the bench starts (at least one), so they do not fight over the cores."""
+    return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
 def main(args: argparse.Namespace) -> int:
     engine = getattr(args, "engine", None) or ("demo" if hf_engine_available() else "echo")
     tmp = Path(args.cache_dir or tempfile.mkdtemp(prefix="pureinfer-bench-"))
@@ -193,7 +200,8 @@ def main(args: argparse.Namespace) -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PUREINFER_LOG_LEVEL": "WARNING"}
     if engine == "demo":
         wcmd = [sys.executable, "-m", "pureinfer.cli", "worker", "--demo", "--port", str(wport), "--api-key", KEY,
-                "--signing-secret", SECRET, "--cache-dir", str(tmp), "--log-prompts", "none", "--log-level", "WARNING"]
+                "--signing-secret", SECRET, "--cache-dir", str(tmp), "--log-prompts", "none", "--log-level", "WARNING",
+                "--threads", str(worker_threads(1))]
     else:
         wcmd = [sys.executable, "-c", f"from pureinfer.bench.gateway import _serve_echo_worker as s; "
                                       f"s({wport}, {str(tmp)!r})"]

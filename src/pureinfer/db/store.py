@@ -47,6 +47,11 @@ def create_store_engine(url: str, *, connect_timeout_s: float = 5.0) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            # WAL with synchronous=NORMAL: a commit no longer waits for an fsync (the WAL is
+            # synced at checkpoints), so it survives a crash of the process, not of the host's
+            # power, which is Redis's `appendonly` with its default `everysec` too. It took a job
+            # submission's insert from ~4 ms to ~1 ms (p50) on the loaded 2-core VM.
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
         return engine

@@ -126,6 +126,21 @@ class GatewayAuth:
         assert key is not None
         return ApiKeys.key_id(key)
 
+    def is_admin(self, request: Request) -> bool:
+        """Whether the request carries admin rights (an admin key or an admin's session; anyone
+        on a gateway without admin keys, whose admin endpoints are open). Jobs use it: a caller
+        sees its own jobs, an admin sees all."""
+        key = presented_key({k.lower(): v for k, v in request.headers.items()})
+        if key is None and self.session(request) is not None:
+            return True
+        if not self.admins.enabled:
+            return True
+        try:
+            self.admins.check(key)
+        except Unauthorized:
+            return False
+        return True
+
     def admin(self, request: Request) -> str | None:
         key = presented_key({k.lower(): v for k, v in request.headers.items()})
         if key is None and (session := self.session(request)) is not None:
@@ -154,6 +169,24 @@ class GatewayAuth:
 # async on purpose: FastAPI runs plain-def dependencies in its thread pool (a thread hop per request).
 async def caller_dep(request: Request) -> str | None:
     return request.app.state.gateway.auth.caller(request)
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Whose jobs a request may see: `key_id` the caller's key (None when the gateway is open),
+    `sees_all` for admins."""
+
+    key_id: str | None
+    sees_all: bool
+
+    def may_see(self, owner_key_id: str | None) -> bool:
+        return self.sees_all or owner_key_id == self.key_id
+
+
+async def owner_dep(request: Request) -> Owner:
+    auth = request.app.state.gateway.auth
+    key_id = auth.caller(request)  # checks the key first: a bad key is 401 whatever else
+    return Owner(key_id, auth.is_admin(request))
 
 
 async def admin_dep(request: Request) -> str | None:

@@ -156,6 +156,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     flag(jobs, "--queue-visibility-timeout-s", type=float,
          help="a claimed job whose worker is silent this long is re-delivered")
     flag(jobs, "--queue-max-attempts", type=int, help="deliveries of one job before it goes to the dead letters")
+    flag(jobs, "--job-worker-wait-s", type=float,
+         help="memory queue: how long a job waits (queued, retried with a backoff) for a healthy worker of its "
+              "type before it fails with WORKER_UNAVAILABLE / WORKER_OVERLOADED")
     flag(jobs, "--job-concurrency", type=int, help="memory queue: jobs this gateway runs on its workers at once")
     flag(jobs, "--job-retention-days", type=float, help="finished jobs older than this are deleted")
     flag(jobs, "--webhook-secret", metavar="whsec_...",

@@ -77,6 +77,9 @@ class GatewaySettings(ServerSettings):
     queue_visibility_timeout_s: float = 30.0  # a claimed job silent this long is re-delivered
     queue_max_attempts: int = Field(3, ge=1)  # deliveries before a job goes to the dead letters
     job_concurrency: int = Field(8, ge=1)  # memory queue: jobs this gateway runs on its workers at once
+    # Memory queue: how long a job waits for a healthy worker of its type (handed back to the
+    # queue with a backoff meanwhile) before it fails with WORKER_UNAVAILABLE / WORKER_OVERLOADED.
+    job_worker_wait_s: float = Field(300.0, ge=0)
     job_poll_interval_s: float = 0.2  # cancel checks and heartbeats of a running job; SSE polling
     job_retention_days: float = 30.0
     webhook_secret: str | None = None  # whsec_... (Standard Webhooks); needed for callback_url

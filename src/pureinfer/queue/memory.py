@@ -35,6 +35,7 @@ class MemoryQueue:
         self.max_attempts = max_attempts
         self._ready: dict[str, deque[_Entry]] = {}
         self._claimed: dict[str, tuple[_Entry, float]] = {}  # ref -> (entry, visible again at)
+        self._later: list[tuple[_Entry, float]] = []  # handed back with a delay: (entry, ready at)
         self._recorded: set[str] = set()  # jobs whose terminal event was recorded
         self._events: deque[Event] = deque()
         self._dead: dict[str, list[dict[str, Any]]] = {}
@@ -69,6 +70,14 @@ class MemoryQueue:
             if visible_at <= now:
                 del self._claimed[ref]
                 self._ready.setdefault(entry.worker_type, deque()).appendleft(entry)
+        due = [e for e, at in self._later if at <= now]
+        self._later = [(e, at) for e, at in self._later if at > now]
+        for entry in reversed(due):
+            self._ready.setdefault(entry.worker_type, deque()).appendleft(entry)
+
+    def _next_due(self) -> float:
+        """Seconds until the next delayed hand-back is ready (a claim waiting sleeps no longer)."""
+        return min((at for _e, at in self._later), default=float("inf")) - time.monotonic()
 
     async def claim(self, worker_types: Sequence[str], consumer: str, block_s: float) -> Delivery | None:
         deadline = time.monotonic() + block_s
@@ -90,7 +99,7 @@ class MemoryQueue:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            await self._wait(min(left, self.visibility_timeout_s))
+            await self._wait(min(left, self.visibility_timeout_s, max(0.0, self._next_due())))
 
     async def _dead_letter(self, entry: _Entry) -> None:
         self._dead.setdefault(entry.worker_type, []).append(
@@ -119,12 +128,17 @@ class MemoryQueue:
         await self._notify()
         return first
 
-    async def release(self, delivery: Delivery) -> None:
+    async def release(self, delivery: Delivery, delay_s: float = 0.0) -> None:
+        """Hand the job back (not a failed attempt): at the front of its queue, or after
+        `delay_s` (the dispatcher's backoff while no worker can take it)."""
         claimed = self._claimed.pop(delivery.ref, None)
         if claimed is not None:
             entry = claimed[0]
             entry.deliveries -= 1  # a hand-back is not a failed attempt
-            self._ready.setdefault(entry.worker_type, deque()).appendleft(entry)
+            if delay_s > 0:
+                self._later.append((entry, time.monotonic() + delay_s))
+            else:
+                self._ready.setdefault(entry.worker_type, deque()).appendleft(entry)
             self._events.append(Event(delivery.job_id, "requeued", {}))
             await self._notify()
 

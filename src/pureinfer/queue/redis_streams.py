@@ -217,7 +217,10 @@ class RedisStreamsQueue:
         assert kind in TERMINAL_EVENTS, kind
         return await self._run_complete(delivery, kind, data)
 
-    async def release(self, delivery: Delivery) -> None:
+    async def release(self, delivery: Delivery, delay_s: float = 0.0) -> None:
+        """Hand the job back to its stream at once. `delay_s` is the memory queue's (its
+        dispatcher's backoff while no worker is healthy); queue-mode workers claim only what
+        they can run, so on Redis it is not used and not kept."""
         stream = self.jobs_key(delivery.worker_type)
 
         async def op() -> None:

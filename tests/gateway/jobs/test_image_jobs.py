@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.gateway.images.test_images import IMAGE, gateway_with, image_worker  # noqa: F401  (fixture)
-from tests.gateway.jobs.test_jobs_memory import wait_job
+from tests.gateway.jobs.test_jobs_memory import audit_rows, wait_job
 from tests.support.gateway import CALLER
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -34,6 +34,11 @@ async def test_an_image_job_reports_progress_and_its_assets(make_gateway, sqlite
     assert len(res["images"]) == 1 and res["images"][0]["url"].startswith(image_worker.url)
     assert res["images"][0]["seed"] == 21 and res["execution_metadata"]["worker_type"] == "image"
     assert job["progress"] == {"step": 4, "total": 4}
+    # One audit row, the job's (the image service writes none of its own for a job).
+    rows = await audit_rows(_app, c, request_id=job["request_id"])
+    assert [(r["endpoint"], r["status"], r["worker_type"]) for r in rows] == [("jobs/image", 200, "image")]
+    assert rows[0]["seeds"] == [21] and rows[0]["asset_urls"] == [res["images"][0]["url"]]
+    assert rows[0]["image_params"]["steps"] == 4
 
 
 async def test_image_params_are_validated_as_the_endpoints(make_gateway, sqlite_url, image_worker):  # noqa: F811

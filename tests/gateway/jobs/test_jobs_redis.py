@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,6 +201,16 @@ def gateway_process(logs: Path, db: str, redis_url: str, prefix: str, name: str)
     assert not p.problems(), p.problems()
 
 
+def _audit_rows(c: httpx.Client, request_id: str, timeout_s: float = 60) -> list[dict[str, Any]]:
+    """The audit rows of one request, once there is one (the writer flushes in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = c.get("/audit", params={"request_id": request_id}, headers=ADMIN).json()["records"]
+        if rows or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)
+
+
 def test_two_gateway_processes_behave_as_one(tmp_path, pg_schemas, qcache, prefix, procs):
     db = pg_schemas()
     logs = tmp_path / "logs"
@@ -229,6 +240,13 @@ def test_two_gateway_processes_behave_as_one(tmp_path, pg_schemas, qcache, prefi
         # Either gateway lists it among the cancelled ones.
         listed = a.get("/jobs", params={"status": "cancelled"}).json()["jobs"]
         assert [j["job_id"] for j in listed] == [long]
+        # Each job left one audit row, written by whichever gateway stored its end.
+        for j, endpoint, status in ((done, "jobs/enhance", 200), (cancelled, "jobs/text", 499)):
+            rows = _audit_rows(a, j["request_id"])
+            assert [(r["endpoint"], r["status"]) for r in rows] == [(endpoint, status)], rows
+        row = _audit_rows(b, done["request_id"])[0]
+        assert row["template_name"] == "sdxl_instruct_sfw" and row["messages_sha256"] and row["prompt_sha256"]
+        assert row["worker_id"] == done["worker_id"] and row["response_sha256"] and "seed" in row["sampling"]
     procs[0].wait_until(lambda: '"job_cancelled"' in procs[0].stderr, "the worker's cancel log")
 
 
@@ -267,7 +285,12 @@ def test_an_image_job_on_a_queue_worker_reports_progress(tmp_path, sqlite_url, q
                                                      "steps": 4, "seed": 5}})
         done = poll_job(c, job, lambda j: j["status"] in FINISHED, "the end", timeout_s=300)
         r = c.post("/jobs", json={"type": "image", "params": {"prompt": "x", "enhance": True}})
+        rows = _audit_rows(c, done["request_id"])
     assert done["status"] == "succeeded", done
+    # Its audit row: the image parameters, the seeds and the asset URLs, as the sync route writes.
+    assert [(a["endpoint"], a["status"], a["worker_type"], a["seeds"]) for a in rows] == [("jobs/image", 200,
+                                                                                          "image", [5])]
+    assert rows[0]["asset_urls"] == [done["result"]["images"][0]["url"]] and rows[0]["image_params"]["steps"] == 4
     assert done["progress"] == {"step": 4, "total": 4}  # progress events reached the job
     image = done["result"]["images"][0]
     assert image["seed"] == 5 and image["url"].startswith(f"http://127.0.0.1:{port}/files/")

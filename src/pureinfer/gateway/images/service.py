@@ -93,7 +93,7 @@ def _number(value: Any) -> float | None:
 
 
 @dataclass
-class _ImageInteraction:
+class ImageInteraction:
     """What one image request learned so far; becomes the audit entry whatever happens."""
 
     endpoint: str
@@ -110,6 +110,7 @@ class _ImageInteraction:
     attempts: int | None = None
     steps_seen: int = 0
     response: dict[str, Any] | None = None
+    audited: bool = True
 
     def latency_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
@@ -127,8 +128,10 @@ class ImageService:
 
     async def generate(self, req: GenerateImageRequest, *, request_id: str, caller_key_id: str | None = None,
                        endpoint: str = "generate-image", on_progress: ProgressHandler | None = None,
-                       cancel: asyncio.Event | None = None) -> dict[str, Any]:
-        it = _ImageInteraction(endpoint, request_id, caller_key_id, req)
+                       cancel: asyncio.Event | None = None, audit: bool = True) -> dict[str, Any]:
+        """`audit=False`: no audit row here, its caller writes one (an image job's row is written
+        by the gateway that stores the job's end, gateway/jobs/audit.py)."""
+        it = ImageInteraction(endpoint, request_id, caller_key_id, req, audited=audit)
         work = asyncio.ensure_future(self._run(it, on_progress))
         stop = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
         try:
@@ -137,7 +140,7 @@ class ImageService:
                 work.cancel()
                 with contextlib.suppress(BaseException):
                     await work
-                self._record(it, 499, "CANCELLED")
+                self.record(it, 499, "CANCELLED")
                 log.info("image request cancelled", extra={"event": "image_cancelled", "steps_seen": it.steps_seen})
                 raise ImageCancelled("The image generation was cancelled")
             out = work.result()
@@ -145,7 +148,7 @@ class ImageService:
             work.cancel()
             with contextlib.suppress(BaseException):
                 await work
-            self._record(it, 499, "CLIENT_DISCONNECTED")
+            self.record(it, 499, "CLIENT_DISCONNECTED")
             raise
         except ImageCancelled:
             raise
@@ -154,11 +157,11 @@ class ImageService:
         finally:
             if stop is not None:
                 stop.cancel()
-        self._record(it, 200, None)
+        self.record(it, 200, None)
         return out
 
     # -- the steps ---------------------------------------------------------------------------------
-    async def _run(self, it: _ImageInteraction, on_progress: ProgressHandler | None) -> dict[str, Any]:
+    async def _run(self, it: ImageInteraction, on_progress: ProgressHandler | None) -> dict[str, Any]:
         req = it.req
         log.info("Image request", extra={
             "event": "image_request", "prompt": self.prompting._log_text(req.prompt, 100),
@@ -177,7 +180,7 @@ class ImageService:
         it.response = data
         return self._answer(it, data)
 
-    async def _enhance(self, it: _ImageInteraction) -> str:
+    async def _enhance(self, it: ImageInteraction) -> str:
         """The enhanced prompt (the enhance-prompt service writes its own audit row)."""
         opts = it.req.enhance_options
         t0 = time.perf_counter()
@@ -196,7 +199,7 @@ class ImageService:
         # An enhancer that answered nothing leaves the caller's prompt: an image of it beats a refusal.
         return enhanced or it.req.prompt
 
-    async def _read(self, it: _ImageInteraction, resp: httpx.Response, on_progress: ProgressHandler | None,
+    async def _read(self, it: ImageInteraction, resp: httpx.Response, on_progress: ProgressHandler | None,
                     deadline: float) -> dict[str, Any]:
         """The worker's SSE: progress to `on_progress`, the final response returned, errors raised."""
         assert it.call is not None
@@ -237,7 +240,7 @@ class ImageService:
             raise WorkerUnavailable("The image worker's stream ended without a result", {"worker_id": worker.id})
         return final
 
-    async def _progress(self, it: _ImageInteraction, on_progress: ProgressHandler | None,
+    async def _progress(self, it: ImageInteraction, on_progress: ProgressHandler | None,
                         progress: dict[str, Any]) -> None:
         step, total = progress.get("step"), progress.get("total")
         if not (isinstance(step, int) and isinstance(total, int)):
@@ -252,7 +255,7 @@ class ImageService:
         except Exception:
             log.exception("image progress handler failed", extra={"event": "image_progress_failed"})
 
-    def _answer(self, it: _ImageInteraction, data: dict[str, Any]) -> dict[str, Any]:
+    def _answer(self, it: ImageInteraction, data: dict[str, Any]) -> dict[str, Any]:
         assert it.call is not None and it.prompt_used is not None
         md = data.get("execution_metadata") if isinstance(data.get("execution_metadata"), dict) else {}
         md = {"worker_type": WORKER_TYPE, **md, "worker_id": it.call.worker.id, "attempts": it.call.attempts,
@@ -267,18 +270,21 @@ class ImageService:
         return out.model_dump(exclude_none=False)
 
     # -- the audit row -----------------------------------------------------------------------------
-    def _failed(self, it: _ImageInteraction, exc: BaseException) -> PureInferError:
+    def _failed(self, it: ImageInteraction, exc: BaseException) -> PureInferError:
         err = as_pureinfer_error(exc)
         it.worker_id = getattr(exc, "worker_id", None) or it.worker_id
         it.attempts = getattr(exc, "attempts", None) or it.attempts
-        self._record(it, err.http_status, err.code.value)
+        self.record(it, err.http_status, err.code.value)
         if not isinstance(exc, PureInferError):
             log.error("unexpected error", exc_info=exc, extra={"event": "gateway_error"})
         log.warning("image request failed", extra={"event": "image_failed", "error_code": err.code.value,
                                                    "error": err.message})
         return err
 
-    def _record(self, it: _ImageInteraction, status: int, error_code: str | None) -> None:
+    def record(self, it: ImageInteraction, status: int, error_code: str | None) -> None:
+        """The audit row of one image interaction (the sync routes', and each finished image job's)."""
+        if not it.audited:
+            return
         req, data, call, enh = it.req, it.response or {}, it.call, it.enhancement
         mode = self.settings.audit_prompts
         n = self.settings.audit_preview_chars

@@ -67,9 +67,16 @@ def unfinished(s: Session) -> list[JobRecord]:
                           .order_by(JobRecord.created_at)).scalars())
 
 
+ALL_CALLERS = object()
+
+
 def query(s: Session, filters: dict[str, Any], since: datetime | None, until: datetime | None,
-          limit: int, offset: int) -> list[JobRecord]:
+          limit: int, offset: int, caller_key_id: Any = ALL_CALLERS) -> list[JobRecord]:
+    """`caller_key_id`: only that caller's jobs (None included: the jobs submitted without a key)."""
     q = select(JobRecord)
+    if caller_key_id is not ALL_CALLERS:
+        q = q.where(JobRecord.caller_key_id.is_(None) if caller_key_id is None
+                    else JobRecord.caller_key_id == caller_key_id)
     for key, value in filters.items():
         if value is not None:
             q = q.where(getattr(JobRecord, key) == value)

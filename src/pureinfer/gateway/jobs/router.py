@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from pureinfer.gateway.auth import caller_dep
+from pureinfer.gateway.auth import Owner, caller_dep, owner_dep
 from pureinfer.gateway.jobs.protocol import JobAccepted, JobCreate, JobList, JobType, JobView
 from pureinfer.queue.status import JobStatus
 
@@ -24,28 +24,28 @@ async def create_job(request: Request, body: JobCreate, caller: str | None = Dep
 
 
 @router.get("/jobs", response_model=JobList)
-async def list_jobs(request: Request, _caller: str | None = Depends(caller_dep),
+async def list_jobs(request: Request, owner: Owner = Depends(owner_dep),
                     status: JobStatus | None = None, type: JobType | None = None,
                     since: datetime | None = None, until: datetime | None = None,
                     limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0)) -> JobList:
-    return await request.app.state.gateway.jobs.list({"status": status.value if status else None, "type": type},
-                                                     since, until, limit, offset)
+    filters = {"status": status.value if status else None, "type": type}
+    return await request.app.state.gateway.jobs.list(filters, since, until, limit, offset, owner)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
-async def get_job(request: Request, job_id: str, _caller: str | None = Depends(caller_dep)) -> JobView:
-    return await request.app.state.gateway.jobs.get(job_id)
+async def get_job(request: Request, job_id: str, owner: Owner = Depends(owner_dep)) -> JobView:
+    return await request.app.state.gateway.jobs.get(job_id, owner)
 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
-async def job_events(request: Request, job_id: str, _caller: str | None = Depends(caller_dep)) -> StreamingResponse:
+async def job_events(request: Request, job_id: str, owner: Owner = Depends(owner_dep)) -> StreamingResponse:
     jobs = request.app.state.gateway.jobs
-    await jobs.get(job_id)  # 404 as JSON, before the stream starts
+    await jobs.get(job_id, owner)  # 404 as JSON, before the stream starts
     return StreamingResponse(jobs.stream(job_id), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)
-async def cancel_job(request: Request, job_id: str, _caller: str | None = Depends(caller_dep)) -> JobView:
-    return await request.app.state.gateway.jobs.cancel(job_id)
+async def cancel_job(request: Request, job_id: str, owner: Owner = Depends(owner_dep)) -> JobView:
+    return await request.app.state.gateway.jobs.cancel(job_id, owner)

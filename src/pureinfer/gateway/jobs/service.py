@@ -34,10 +34,19 @@ from sqlalchemy.exc import IntegrityError
 
 from pureinfer.db.models import JobRecord
 from pureinfer.db.store import Store, as_utc
-from pureinfer.errors import InvalidPayload, NotFound, PureInferError, WorkerUnavailable, envelope
+from pureinfer.errors import (
+    InvalidPayload,
+    NotFound,
+    PureInferError,
+    WorkerOverloaded,
+    WorkerUnavailable,
+    envelope,
+)
+from pureinfer.gateway.auth import Owner
 from pureinfer.gateway.images.protocol import GenerateImageRequest
 from pureinfer.gateway.images.service import ImageService
 from pureinfer.gateway.jobs import repository as repo
+from pureinfer.gateway.jobs.audit import record_job
 from pureinfer.gateway.jobs.protocol import (
     JobAccepted,
     JobCreate,
@@ -75,6 +84,8 @@ class JobService:
         self.images = images
         self.consumer = instance_id()
         self._webhook_tasks: set[asyncio.Task[Any]] = set()
+        # Memory queue: jobs waiting for a worker of their type, job id -> (since, tries).
+        self._waiting: dict[str, tuple[float, int]] = {}
 
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         def run() -> Any:
@@ -173,21 +184,24 @@ class JobService:
                        worker_id=r.worker_id, cancel_requested=r.cancel_requested, result=r.result, error=r.error,
                        webhook=webhook, request_id=r.request_id)
 
-    async def get(self, job_id: str) -> JobView:
+    async def get(self, job_id: str, owner: Owner | None = None) -> JobView:
+        """`owner`: whose request it is (None: the gateway itself). Another caller's job is
+        answered as no job at all (404), so job ids reveal nothing across callers."""
         row = await self._db(repo.get, job_id)
-        if row is None:
+        if row is None or (owner is not None and not owner.may_see(row.caller_key_id)):
             raise NotFound(f"No job {job_id}", {"job_id": job_id})
         return self.view(row)
 
     async def list(self, filters: dict[str, Any], since: datetime | None, until: datetime | None,
-                   limit: int, offset: int) -> JobList:
-        rows = await self._db(repo.query, filters, since, until, limit, offset)
+                   limit: int, offset: int, owner: Owner | None = None) -> JobList:
+        only = owner.key_id if owner is not None and not owner.sees_all else repo.ALL_CALLERS
+        rows = await self._db(repo.query, filters, since, until, limit, offset, only)
         return JobList(jobs=[self.view(r) for r in rows], limit=limit, offset=offset)
 
-    async def cancel(self, job_id: str) -> JobView:
+    async def cancel(self, job_id: str, owner: Owner | None = None) -> JobView:
         """A queued job is cancelled at once; a running one is asked to stop (its worker stops
         between steps or tokens and reports `cancelled`). A finished job: 409."""
-        job = await self.get(job_id)
+        job = await self.get(job_id, owner)
         if job.status.is_terminal():
             err = InvalidPayload(f"Job {job_id} already {job.status.value}",
                                  {"fields": [{"field": "job_id", "message": f"the job is {job.status.value}"}],
@@ -301,9 +315,16 @@ class JobService:
                 "execution_metadata": execution}
 
     async def _finished(self, job_id: str) -> None:
-        """This gateway finished the job: it sends the webhook (in the background)."""
+        """This gateway finished the job (its guarded update moved it, so this runs once per
+        job): it writes the job's audit row and sends the webhook (in the background)."""
         row: JobRecord | None = await self._db(repo.get, job_id)
-        if row is None or not row.callback_url:
+        if row is None:
+            return
+        try:
+            record_job(row, self.images.prompting, self.images)
+        except Exception:
+            log.error("job audit row not built", exc_info=True, extra={"event": "job_audit_error", "job_id": job_id})
+        if not row.callback_url:
             return
         payload = json.loads(self.view(row).model_dump_json())
 
@@ -373,6 +394,14 @@ class JobService:
         except asyncio.CancelledError:
             task.cancel()
             raise
+        exc = task.exception()
+        if isinstance(exc, WorkerUnavailable | WorkerOverloaded) and (delay := self._worker_backoff(d.job_id)):
+            # No worker of its type could take it now: it waits in the queue rather than fail.
+            log.info("job waits for a worker", extra={"event": "job_waits_for_worker", "job_id": d.job_id,
+                                                      "error_code": exc.code.value, "retry_in_s": delay})
+            await self.queue.release(d, delay_s=delay)
+            return
+        self._waiting.pop(d.job_id, None)
         try:
             await self.queue.complete(d, "succeeded", task.result())
         except PureInferError as exc:
@@ -381,6 +410,17 @@ class JobService:
         except Exception as exc:
             log.error("job failed unexpectedly", exc_info=exc, extra={"event": "job_error", "job_id": d.job_id})
             await self.queue.complete(d, "failed", {"error": envelope(exc, d.work.get("request_id"))})
+
+    def _worker_backoff(self, job_id: str) -> float | None:
+        """The delay before this job, which found no worker able to take it, is tried again
+        (0.25 s doubling to 5 s); None once it has waited `job_worker_wait_s`: it fails."""
+        now = time.monotonic()
+        since, tries = self._waiting.get(job_id, (now, 0))
+        if now - since >= self.settings.job_worker_wait_s:
+            self._waiting.pop(job_id, None)
+            return None
+        self._waiting[job_id] = (since, tries + 1)
+        return min(0.25 * 2 ** tries, 5.0)
 
     async def _call(self, d: Delivery) -> dict[str, Any]:
         w = d.work
@@ -396,8 +436,8 @@ class JobService:
             await self.queue.publish(Event(d.job_id, "progress", {"step": step, "total": total}))
 
         req = GenerateImageRequest.model_validate(d.work["request"])
-        out = await self.images.generate(req, request_id=d.work.get("request_id") or d.job_id, endpoint="jobs",
-                                         on_progress=progress)
+        out = await self.images.generate(req, request_id=d.work.get("request_id") or d.job_id, endpoint="jobs/image",
+                                         on_progress=progress, audit=False)
         meta = out.get("execution_metadata") or {}
         return {"response": out, "worker_id": meta.get("worker_id"), "worker_type": meta.get("worker_type")}
 

@@ -107,8 +107,23 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SQL_INT else None
 
 
+@dataclass(frozen=True, slots=True)
+class TemplateUse:
+    """The template an interaction used, as its audit row names it: from the selection (the
+    sync routes), or from what a job stored of its selection at submission."""
+
+    name: str
+    version: int
+    fallback_level: int
+    cache_hit: bool | None
+
+    @classmethod
+    def of(cls, sel: Selection) -> TemplateUse:
+        return cls(sel.template.template_name, sel.template.version, sel.fallback_level, sel.cache_hit)
+
+
 @dataclass
-class _Interaction:
+class Interaction:
     """What one request learned so far; becomes the audit entry whatever happens."""
 
     endpoint: str
@@ -117,6 +132,7 @@ class _Interaction:
     prompt: str
     started: float = field(default_factory=time.perf_counter)
     selection: Selection | None = None
+    template: TemplateUse | None = None
     call: WorkerCall | None = None
     messages: list[dict[str, str]] | None = None
     messages_sha: str | None = None
@@ -144,8 +160,8 @@ class _Interaction:
 
     @property
     def strategy(self) -> str | None:
-        sel = self.selection
-        return strategy_of(sel.template.template_name, sel.template.version, sel.fallback_level) if sel else None
+        t = self.template
+        return strategy_of(t.name, t.version, t.fallback_level) if t else None
 
 
 class PromptingService:
@@ -172,17 +188,17 @@ class PromptingService:
         """For log lines: --log-prompts none | preview (n characters, as the seed cuts) | full."""
         return self._cut(text, self.settings.log_prompts, n)
 
-    def _audit(self, it: _Interaction, status: int, error_code: str | None) -> None:
-        sel, call = it.selection, it.call
+    def record(self, it: Interaction, status: int, error_code: str | None) -> None:
+        """The audit row of one interaction (the sync routes', and each finished text job's)."""
+        t, call = it.template, it.call
         mode = self.settings.audit_prompts
         preview = "preview" if mode == "full" else mode  # with full, the whole text goes in its own columns
         strategy = it.strategy or (strategy_without_template(error_code) if error_code else None)
         self.audit.record({
             "id": uuid.uuid4().hex, "created_at": datetime.now(UTC), "request_id": it.request_id,
             "endpoint": it.endpoint, "caller_key_id": it.caller_key_id,
-            "template_name": sel.template.template_name if sel else None,
-            "template_version": sel.template.version if sel else None,
-            "fallback_level": sel.fallback_level if sel else None, "cache_hit": sel.cache_hit if sel else None,
+            "template_name": t.name if t else None, "template_version": t.version if t else None,
+            "fallback_level": t.fallback_level if t else None, "cache_hit": t.cache_hit if t else None,
             "worker_id": call.worker.id if call else it.worker_id, "messages_sha256": it.messages_sha,
             "worker_type": WORKER_TYPE if call or it.worker_id else None,
             "prompt_preview": self._cut(it.prompt, preview, self.settings.audit_preview_chars),
@@ -197,13 +213,13 @@ class PromptingService:
             "response_text": it.response if mode == "full" else None,
         })
 
-    def _failed(self, it: _Interaction, exc: BaseException) -> PureInferError:
+    def _failed(self, it: Interaction, exc: BaseException) -> PureInferError:
         """Any failure, ours included: the audit row first (it must exist whatever happens
         next), then the log lines; the caller gets the coded error."""
         err = as_pureinfer_error(exc)
         it.worker_id = getattr(exc, "worker_id", None)
         it.attempts = getattr(exc, "attempts", None)
-        self._audit(it, err.http_status, err.code.value)
+        self.record(it, err.http_status, err.code.value)
         if not isinstance(exc, PureInferError):
             log.error("unexpected error", exc_info=exc, extra={"event": "gateway_error"})
         log.warning("request failed", extra={
@@ -212,9 +228,10 @@ class PromptingService:
         return err
 
     # -- the steps both endpoints take ----------------------------------------------------------
-    async def _select(self, it: _Interaction, key: SelectionKey) -> Selection:
+    async def _select(self, it: Interaction, key: SelectionKey) -> Selection:
         sel = await self.templates.select(key)
         it.selection = sel
+        it.template = TemplateUse.of(sel)
         t = sel.template
         log.info("Enhancing with template", extra={
             "event": "template_selected", "template": t.template_name, "enhancerModel": t.enhancer_model,
@@ -223,7 +240,7 @@ class PromptingService:
             "fallback_level": sel.fallback_level, "cache_hit": sel.cache_hit})
         return sel
 
-    async def _call(self, it: _Interaction, req: EnhanceRequest | ChatRequest, path: str, max_tokens: int,
+    async def _call(self, it: Interaction, req: EnhanceRequest | ChatRequest, path: str, max_tokens: int,
                     stream: bool = False) -> Any:
         """Build the messages and the payload, log it as the seed does, and call a worker. A
         worker's refusal of a message names the caller's field (`in_callers_terms`)."""
@@ -246,7 +263,7 @@ class PromptingService:
             raise in_callers_terms(exc, req, it.selection) from None
         return resp
 
-    def _metadata(self, it: _Interaction, data: dict[str, Any]) -> ExecutionMetadata:
+    def _metadata(self, it: Interaction, data: dict[str, Any]) -> ExecutionMetadata:
         assert it.selection is not None and it.call is not None
         t = it.selection.template
         generation_time = data.get("generation_time")
@@ -266,7 +283,7 @@ class PromptingService:
 
     # -- /enhance-prompt -------------------------------------------------------------------------
     async def enhance(self, req: EnhanceRequest, request_id: str, caller_key_id: str | None) -> EnhanceResponse:
-        it = _Interaction("enhance-prompt", request_id, caller_key_id, req.prompt)
+        it = Interaction("enhance-prompt", request_id, caller_key_id, req.prompt)
         try:
             selected_model = req.enhancer_model or self.settings.default_enhancer_model
             log.info("Dynamic enhance prompt request", extra={
@@ -291,11 +308,11 @@ class PromptingService:
                 "strategy": out.strategy, "templateVersion": sel.template.version, "workerId": md.worker_id,
                 "tokensGenerated": md.tokens_generated, "latencyMs": md.gateway_latency_ms})
         except asyncio.CancelledError:
-            self._audit(it, 499, "CLIENT_DISCONNECTED")
+            self.record(it, 499, "CLIENT_DISCONNECTED")
             raise
         except Exception as exc:
             raise self._failed(it, exc) from None
-        self._audit(it, 200, None)
+        self.record(it, 200, None)
         return out
 
     # -- /chat -----------------------------------------------------------------------------------
@@ -303,7 +320,7 @@ class PromptingService:
                    endpoint: str = "chat") -> dict[str, Any] | tuple[StreamRelay, dict[str, str]]:
         """`endpoint`: the audit row's name for the route the caller used (`/chat`, or a front-end's
         API translated to it, e.g. `ollama/chat`)."""
-        it = _Interaction(endpoint, request_id, caller_key_id, req.message)
+        it = Interaction(endpoint, request_id, caller_key_id, req.message)
         try:
             log.info("Chat request", extra={
                 "event": "chat_request", "userMessage": self._log_text(req.message, 100),
@@ -328,11 +345,11 @@ class PromptingService:
                                              "workerId": out["execution_metadata"]["worker_id"],
                                              "tokensGenerated": it.tokens_generated, "strategy": it.strategy})
         except asyncio.CancelledError:
-            self._audit(it, 499, "CLIENT_DISCONNECTED")
+            self.record(it, 499, "CLIENT_DISCONNECTED")
             raise
         except Exception as exc:
             raise self._failed(it, exc) from None
-        self._audit(it, 200, None)
+        self.record(it, 200, None)
         return out
 
 
@@ -343,7 +360,7 @@ class StreamRelay:
     once: at the end of the stream, when the caller goes away mid-stream, and also when the
     response was cancelled before iteration began (then no generator code would ever run)."""
 
-    def __init__(self, svc: PromptingService, it: _Interaction, resp: Any) -> None:
+    def __init__(self, svc: PromptingService, it: Interaction, resp: Any) -> None:
         self.svc, self.it, self.resp = svc, it, resp
         self.text: list[str] = []
         self.status, self.done = 200, False
@@ -362,7 +379,7 @@ class StreamRelay:
             assert self.it.call is not None
             WorkerClient.release(self.it.call)
             self.it.response = "".join(self.text)
-            self.svc._audit(self.it, self.status, self.error_code)
+            self.svc.record(self.it, self.status, self.error_code)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         pending = b""
