@@ -55,9 +55,13 @@ class MemoryQueue:
     async def _wait(self, timeout: float) -> None:
         if timeout <= 0:
             return
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that arrives as
+        # the condition is notified (it returns the result instead), and a dispatcher cancelled at
+        # shutdown then loops on forever, hanging the gateway's lifespan.
         async with self._cond():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._cond().wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._cond().wait()
 
     async def enqueue(self, job_id: str, worker_type: str, work: dict[str, Any]) -> None:
         self._ready.setdefault(worker_type, deque()).append(_Entry(job_id, worker_type, work))
