@@ -32,6 +32,9 @@ def test_sign_in_keeps_only_an_httponly_cookie(browser, served: Served) -> None:
     [cookie] = context.cookies()
     assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == ("pureinfer_session", True, "Strict")
     assert page.evaluate("() => [document.cookie, localStorage.length, sessionStorage.length]") == ["", 0, 0]
+    # The page's modules have run (they drew the list), so Sign out has its handler: a click before
+    # that did nothing and the URL never changed (seen once on a loaded machine).
+    expect(page.get_by_role("button", name="Open template playground_chat_sfw")).to_be_visible()
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(re.compile(r"/ui/login"))
     page.goto(f"{served.url}/ui/workers")
