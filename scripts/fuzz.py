@@ -66,7 +66,8 @@ def main() -> int:
             else:
                 with worker_server(app, cache, tmp / "files") as w:
                     report = fuzz_app(f"worker --role {app}", w.url, examples=args.examples, key=WORKER_KEY,
-                                      secret=WORKER_SECRET, seed=args.seed, cap_image_steps=app != "chat")
+                                      secret=WORKER_SECRET, seed=args.seed, cap_image_steps=app != "chat",
+                                      image_worker=app == "image")
             results.append(report.as_dict())
             print(json.dumps(results[-1]), file=sys.stderr)
     out = {"kind": "fuzz", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -38,7 +38,7 @@ def _assert_clean(report) -> None:
 def test_worker_fuzz(role: str, fuzz_cache: Path, tmp_path: Path) -> None:
     with worker_server(role, fuzz_cache, tmp_path / "files") as w:
         report = fuzz_app(f"worker {role}", w.url, examples=CI_EXAMPLES, key=WORKER_KEY, secret=WORKER_SECRET, seed=1,
-                          cap_image_steps=role != "chat")
+                          cap_image_steps=role != "chat", image_worker=role == "image")
     _assert_clean(report)
     # every operation of the document was called at least once
     assert len(report.by_operation) >= 8, report.by_operation

@@ -28,6 +28,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from pureinfer.security import sign
+from pureinfer.worker.generate_dispatch import IMAGE_ONLY, TEXT_ONLY
 
 
 @dataclass
@@ -36,6 +37,7 @@ class FuzzReport:
     requests: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     by_operation: Counter[str] = field(default_factory=Counter)
+    operation_seconds: Counter[str] = field(default_factory=Counter)  # time waiting for the app, per operation
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
     send_seconds: float = 0.0  # of `seconds`, waiting for the app (the rest generates requests)
@@ -46,7 +48,8 @@ class FuzzReport:
                 "status_counts": {str(k): v for k, v in sorted(self.statuses.items())},
                 "server_errors": sum(v for k, v in self.statuses.items() if k >= 500),
                 "failures": len(self.failures), "failure_samples": self.failures[:20],
-                "operations": dict(sorted(self.by_operation.items()))}
+                "operations": dict(sorted(self.by_operation.items())),
+                "operation_seconds": {k: round(v, 1) for k, v in sorted(self.operation_seconds.items())}}
 
 
 def envelope_problem(r: httpx.Response) -> str | None:
@@ -67,21 +70,42 @@ def envelope_problem(r: httpx.Response) -> str | None:
 
 # The one change made to generated requests: diffusion steps are capped, because an image of 150
 # steps takes seconds on a CPU and would spend the whole budget on a few valid requests (and meet
-# the request deadline, a designed 504, on a loaded machine). The steps bounds have their own tests.
+# the request deadline, a designed 504, on a loaded machine). Every image-drawing body is capped:
+# the native and OpenAI image routes, the gateway's /generate-image, A1111's txt2img (default 50
+# steps), a role-`all` worker's /generate when its fields make it an image request, and a job's
+# params. A steps value at or under the cap, or an invalid one (a string, a negative), is sent as
+# generated. The steps bounds have their own tests.
 MAX_FUZZ_STEPS = 4
 
+IMAGE_PATHS = ("/v1/images/generations", "/generate-image", "/sdapi/v1/txt2img")
 
-IMAGE_PATHS = ("/generate", "/v1/images/generations")
+
+def _cap_steps(body: dict[str, Any], image_route: bool) -> None:
+    steps = body.get("steps")
+    if isinstance(steps, int) and not isinstance(steps, bool) and steps > MAX_FUZZ_STEPS:
+        body["steps"] = MAX_FUZZ_STEPS
+    elif steps is None and image_route:
+        body["steps"] = MAX_FUZZ_STEPS  # absent: the default (20, or A1111's 50) would apply
 
 
-def _encode_body(kwargs: dict[str, Any], cap_steps: bool) -> tuple[bytes, dict[str, str]]:
+def _draws_an_image(path: str, body: dict[str, Any], image_worker: bool) -> bool:
+    if path.endswith(IMAGE_PATHS):
+        return True
+    if path.endswith("/generate") and not path.endswith("/api/generate"):  # Ollama's is text
+        keys = set(body)
+        return image_worker or (bool(keys & IMAGE_ONLY) and not keys & TEXT_ONLY)
+    return False
+
+
+def _encode_body(kwargs: dict[str, Any], cap_steps: bool, image_worker: bool) -> tuple[bytes, dict[str, str]]:
     """The exact body bytes (and its content type) of schemathesis's request kwargs."""
     if "json" in kwargs:
         body = kwargs.pop("json")
-        if cap_steps and isinstance(body, dict) and kwargs["url"].endswith(IMAGE_PATHS):
-            steps = body.get("steps")
-            if steps is None or (isinstance(steps, int) and not isinstance(steps, bool) and steps > MAX_FUZZ_STEPS):
-                body["steps"] = MAX_FUZZ_STEPS  # absent: the default (20) would apply
+        if cap_steps and isinstance(body, dict):
+            path = httpx.URL(kwargs["url"]).path
+            _cap_steps(body, _draws_an_image(path, body, image_worker))
+            if path.endswith("/jobs") and isinstance(body.get("params"), dict):
+                _cap_steps(body["params"], body.get("type") == "image")
         return json.dumps(body).encode(), {"Content-Type": "application/json"}
     for key in ("content", "data"):
         if key in kwargs:
@@ -98,9 +122,11 @@ def _encode_body(kwargs: dict[str, Any], cap_steps: bool) -> tuple[bytes, dict[s
 
 
 def fuzz_app(name: str, base_url: str, *, examples: int, key: str | None = None, secret: str | None = None,
-             timeout_s: float = 600, seed: int | None = None, cap_image_steps: bool = False) -> FuzzReport:
+             timeout_s: float = 600, seed: int | None = None, cap_image_steps: bool = False,
+             image_worker: bool = False) -> FuzzReport:
     """Fuzz every operation of the app at `base_url` with about `examples` requests in all,
-    split evenly over its operations and over positive and negative generation."""
+    split evenly over its operations and over positive and negative generation. `image_worker`:
+    the app is a worker of role image, whose /generate always draws."""
     report = FuzzReport(name)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     if secret:
@@ -116,7 +142,7 @@ def fuzz_app(name: str, base_url: str, *, examples: int, key: str | None = None,
         def send(case: Any) -> None:
             kwargs = case.as_transport_kwargs(base_url=base_url)
             kwargs.pop("cookies", None)
-            body, content_headers = _encode_body(kwargs, cap_image_steps)
+            body, content_headers = _encode_body(kwargs, cap_image_steps, image_worker)
             headers = {k: v for k, v in (kwargs.pop("headers", None) or {}).items()
                        if k.lower() not in ("authorization", "x-api-key", "x-signature", "x-timestamp")}
             headers.update(content_headers)
@@ -137,7 +163,9 @@ def fuzz_app(name: str, base_url: str, *, examples: int, key: str | None = None,
                 report.failures.append(f"{label}: {type(exc).__name__}: {exc}")
                 report.requests += 1
                 return
-            send_s += time.monotonic() - t0
+            elapsed = time.monotonic() - t0
+            send_s += elapsed
+            report.operation_seconds[label] += elapsed
             report.requests += 1
             report.statuses[r.status_code] += 1
             report.by_operation[label] += 1
