@@ -18,3 +18,17 @@ async def test_template_update_with_null_fields_is_not_a_500(sqlite_url, make_ga
     assert r.json()["details"]["fields"][0]["field"] == "system_prompt"
     r = await c.put(f"/templates/{name}", json={"system_prompt": "a new prompt"}, headers=ADMIN)
     assert r.status_code == 200 and r.json()["versions"][-1]["system_prompt"] == "a new prompt"
+
+
+async def test_jobs_offset_past_64_bits_is_a_coded_400(sqlite_url, make_gateway) -> None:
+    """GET /jobs?offset= past a signed 64-bit integer reached the database driver, which raised
+    OverflowError: a 500 (found by the fuzzer's 2,000-request gateway run). /audit had the same
+    defect earlier; every integer query parameter is now bounded."""
+    _, c = await make_gateway(sqlite_url, background=False)
+    r = await c.get("/jobs", params={"offset": str(2**70)}, headers=ADMIN)
+    assert r.status_code == 400, r.text
+    assert r.json()["error_code"] == "INVALID_PAYLOAD"
+    assert [f["field"] for f in r.json()["details"]["fields"]] == ["query.offset"]
+    r = await c.get("/jobs", params={"offset": str(2**63 - 1)}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["jobs"] == []

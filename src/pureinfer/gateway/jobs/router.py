@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from pureinfer.gateway.auth import Owner, caller_dep, owner_dep
+from pureinfer.gateway.bounds import MAX_SQL_BIGINT
 from pureinfer.gateway.jobs.protocol import JobAccepted, JobCreate, JobList, JobType, JobView
 from pureinfer.queue.status import JobStatus
 
@@ -27,7 +28,7 @@ async def create_job(request: Request, body: JobCreate, caller: str | None = Dep
 async def list_jobs(request: Request, owner: Owner = Depends(owner_dep),
                     status: JobStatus | None = None, type: JobType | None = None,
                     since: datetime | None = None, until: datetime | None = None,
-                    limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0)) -> JobList:
+                    limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_SQL_BIGINT)) -> JobList:
     filters = {"status": status.value if status else None, "type": type}
     return await request.app.state.gateway.jobs.list(filters, since, until, limit, offset, owner)
 
