@@ -2,8 +2,8 @@
 
 An error after the stream began cannot change the HTTP status any more, so it arrives as one last
 line `{"error": <message>, ...}` (Ollama's own clients raise it), with our code fields beside it.
-As with `sse.py`, the response and not the generator ends the work: `on_close` runs once when
-the response ends in any way, also when it is cancelled before the generator's first step.
+As with `sse.py`, the response and not the generator ends the work (closing.py): `on_close` runs
+once when the response ends in any way, also when it is cancelled before the generator's first step.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from pureinfer import metrics
+from pureinfer.api.closing import ClosingResponse
 from pureinfer.errors import as_pureinfer_error, envelope
 
 log = logging.getLogger("pureinfer.ndjson")
@@ -40,17 +40,11 @@ async def _lines(events: AsyncIterator[dict[str, Any]], request_id: str) -> Asyn
         yield line(envelope(err, request_id))  # its "error" is the message, as Ollama's is
 
 
-class _ClosingStreamingResponse(StreamingResponse):
+class _ClosingStreamingResponse(ClosingResponse, StreamingResponse):
     def __init__(self, lines: AsyncIterator[bytes], on_close: Callable[[], Awaitable[None]],
                  headers: dict[str, str]) -> None:
         super().__init__(lines, media_type=MEDIA_TYPE, headers=headers)
         self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._on_close()
 
 
 def ndjson_response(events: AsyncIterator[dict[str, Any]], request_id: str,

@@ -4,9 +4,8 @@ Each event is one `data: <json>` line; the stream ends with `data: [DONE]` (Open
 An error after the stream began cannot change the HTTP status any more, so it arrives as
 `data: {"error": <the envelope>}` followed by `[DONE]`.
 
-The response, not the event generator, ends the work: `on_close` runs when the response ends in
-any way, also when it is cancelled before the generator's first step (a client that left at
-once), where no code of the generator would ever run and its `finally` could release nothing.
+The response, not the event generator, ends the work (closing.py): `on_close` runs once when the
+response ends in any way.
 """
 
 from __future__ import annotations
@@ -17,9 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from sse_starlette.sse import EventSourceResponse
-from starlette.types import Receive, Scope, Send
 
 from pureinfer import metrics
+from pureinfer.api.closing import ClosingResponse
 from pureinfer.errors import as_pureinfer_error, envelope
 
 log = logging.getLogger("pureinfer.sse")
@@ -44,17 +43,11 @@ async def _frames(events: AsyncIterator[dict[str, Any]], request_id: str) -> Asy
     yield {"data": DONE}
 
 
-class _ClosingEventSourceResponse(EventSourceResponse):
+class _ClosingEventSourceResponse(ClosingResponse, EventSourceResponse):
     def __init__(self, frames: AsyncIterator[dict[str, str]], on_close: Callable[[], Awaitable[None]],
                  headers: dict[str, str]) -> None:
         super().__init__(frames, headers=headers, ping=15)
         self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._on_close()
 
 
 def sse_response(events: AsyncIterator[dict[str, Any]], request_id: str,

@@ -22,7 +22,6 @@ from pureinfer.asgi import BodyLimit, ErrorBoundary
 from pureinfer.db.store import Store, open_store
 from pureinfer.gateway.a1111.router import PREFIX as A1111_PREFIX
 from pureinfer.gateway.a1111.router import router as a1111_router
-from pureinfer.gateway.a1111.service import JobBoard
 from pureinfer.gateway.access import AccessMiddleware
 from pureinfer.gateway.audit.router import router as audit_router
 from pureinfer.gateway.audit.writer import AuditWriter
@@ -50,7 +49,7 @@ from pureinfer.gateway.workers.transport import AddressPins, worker_http_client
 from pureinfer.gateway.workers.urls import UrlPolicy
 from pureinfer.http_errors import ErrorShapes, install_error_handlers
 from pureinfer.queue.base import open_queue
-from pureinfer.wire.a1111 import a1111_error
+from pureinfer.wire.a1111 import JobBoard, a1111_error
 
 log = logging.getLogger("pureinfer.gateway")
 

@@ -12,11 +12,17 @@ seeds on both. The difference: A1111 runs `n_iter` batches one after another; he
 are one request, which the engine batches as it sees fit (an image depends only on its seed and
 the parameters, not on what shares its batch, with exact batching).
 
-Errors take A1111's shape (`a1111_error`), with our code fields beside it.
+Errors take A1111's shape (`a1111_error`), with our code fields beside it. The answers both
+surfaces build the same way are here too: txt2img's (`txt2img_response`), and the progress of the
+jobs in flight (`JobBoard`), which each app keeps one of.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -144,3 +150,77 @@ def check_options(options: dict[str, Any], current: dict[str, Any], served: list
     if problems:
         summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         raise InvalidPayload(f"Invalid request: {summary}", {"fields": problems})
+
+
+def _timestamp() -> str:
+    """A1111's `job_timestamp`: local time, to the second."""
+    return datetime.now().strftime("%Y%m%d%H%M%S")
+
+
+def txt2img_response(body: Txt2ImgRequest, images: list[dict[str, Any]], infotexts: list[str], *,
+                     width: Any, height: Any, cfg_scale: Any, steps: Any, model_used: Any,
+                     ours: dict[str, Any]) -> dict[str, Any]:
+    """A1111's txt2img answer for `images` (the native items, each with its `seed` and `b64_json`):
+    the images when `send_images`, the request as understood (`parameters`), and `info`, the JSON
+    string A1111 returns, whose values of what ran are the caller's and `ours` (our proof fields)
+    come after A1111's own."""
+    seeds = [item["seed"] for item in images]
+    n = len(seeds)
+    info = {
+        "prompt": body.prompt, "all_prompts": [body.prompt] * n,
+        "negative_prompt": body.negative_prompt, "all_negative_prompts": [body.negative_prompt] * n,
+        "seed": seeds[0], "all_seeds": seeds, "subseed": -1, "all_subseeds": [-1] * n, "subseed_strength": 0,
+        "width": width, "height": height, "sampler_name": body.sampler, "cfg_scale": cfg_scale,
+        "steps": steps, "batch_size": body.batch_size, "n_iter": body.n_iter, "restore_faces": False,
+        "sd_model_name": model_used, "sd_model_hash": None, "seed_resize_from_w": -1,
+        "seed_resize_from_h": -1, "denoising_strength": None, "extra_generation_params": {},
+        "index_of_first_image": 0, "infotexts": infotexts, "styles": [], "job_timestamp": _timestamp(),
+        "clip_skip": 1, "is_using_inpainting_conditioning": False, "version": "pureinfer",
+        **ours,
+    }
+    return {"images": [item["b64_json"] for item in images] if body.send_images else [],
+            "parameters": body.echo(), "info": json.dumps(info, ensure_ascii=False)}
+
+
+@dataclass
+class Job:
+    """A txt2img job in flight, as `GET /sdapi/v1/progress` reports it."""
+
+    request_id: str
+    steps: int
+    started: float = field(default_factory=time.monotonic)
+    timestamp: str = field(default_factory=_timestamp)
+    step: int = 0  # denoising steps done, as the engine reports them
+
+    def advance(self, step: int, total: int) -> None:
+        self.step, self.steps = step, total
+
+
+@dataclass
+class JobBoard:
+    """The txt2img jobs in flight, oldest first, for `GET /sdapi/v1/progress` (A1111's shape:
+    the current job's progress and `job_count`). Event-loop only, so no lock."""
+
+    jobs: dict[str, Job] = field(default_factory=dict)
+
+    def begin(self, job: Job) -> None:
+        self.jobs[job.request_id] = job
+
+    def end(self, request_id: str) -> None:
+        self.jobs.pop(request_id, None)
+
+    def progress(self) -> dict[str, Any]:
+        current = next(iter(self.jobs.values()), None)
+        state: dict[str, Any] = {"skipped": False, "interrupted": False, "stopping_generation": False,
+                                 "job": "", "job_count": len(self.jobs), "job_timestamp": "0", "job_no": 0,
+                                 "sampling_step": 0, "sampling_steps": 0}
+        if current is None:
+            return {"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": None,
+                    "textinfo": None}
+        fraction = current.step / current.steps if current.steps else 0.0
+        elapsed = time.monotonic() - current.started
+        state.update(job=f"txt2img {current.request_id}", job_timestamp=current.timestamp,
+                     sampling_step=current.step, sampling_steps=current.steps)
+        return {"progress": round(fraction, 4),
+                "eta_relative": round(elapsed / fraction - elapsed, 3) if fraction > 0 else 0.0,
+                "state": state, "current_image": None, "textinfo": None}

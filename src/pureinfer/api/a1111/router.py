@@ -10,10 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, Response
 
-from pureinfer.api.a1111.serving import A1111Serving, JobBoard
+from pureinfer.api.a1111.serving import A1111Serving
 from pureinfer.api.image.serving import ImageServing
 from pureinfer.disconnect import unless_disconnected
-from pureinfer.wire.a1111 import Txt2ImgRequest
+from pureinfer.wire.a1111 import JobBoard, Txt2ImgRequest
 
 PREFIX = "/sdapi/v1"
 

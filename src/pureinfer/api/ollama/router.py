@@ -16,10 +16,11 @@ from fastapi.responses import JSONResponse, Response
 
 from pureinfer.api.native.serving import TextGeneration, TextServing
 from pureinfer.api.ndjson import ndjson_response
-from pureinfer.api.ollama.protocol import OllamaChatRequest, OllamaGenerateRequest, ShowRequest
-from pureinfer.api.ollama.serving import Kind, OllamaServing
+from pureinfer.api.ollama.protocol import OllamaChatRequest, OllamaGenerateRequest
+from pureinfer.api.ollama.serving import OllamaServing
 from pureinfer.disconnect import unless_disconnected
 from pureinfer.errors import InvalidPayload
+from pureinfer.wire.ollama import Kind, ShowRequest
 
 
 async def _respond(serving: OllamaServing, kind: Kind, body: OllamaChatRequest | OllamaGenerateRequest,

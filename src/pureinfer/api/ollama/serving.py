@@ -14,21 +14,16 @@ import hashlib
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pureinfer import __version__
 from pureinfer.api.native.protocol import DEFAULTS
 from pureinfer.api.native.serving import CompletionBuilder, TextGeneration, TextServing
 from pureinfer.api.ollama.protocol import OllamaChatRequest, OllamaGenerateRequest
 from pureinfer.errors import InvalidPayload, NotFound
+from pureinfer.wire.ollama import Kind, model_details, now_iso, piece
 
-Kind = Literal["chat", "generate"]
 _STARTED = datetime.now(UTC)
-
-
-def now_iso() -> str:
-    """Ollama's `created_at`: RFC 3339 in UTC."""
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _ns(seconds: float) -> int:
@@ -50,15 +45,11 @@ class OllamaServing:
                            suggested_action="Use a model name from GET /api/tags")
         return alias
 
-    def _details(self, alias: str) -> dict[str, Any]:
-        return {"parent_model": "", "format": "safetensors", "family": alias, "families": [alias],
-                "parameter_size": "", "quantization_level": ""}
-
     def tags(self) -> dict[str, Any]:
         """`GET /api/tags`. The digest identifies the model's source (id or path), not a manifest."""
         return {"models": [{
             "name": alias, "model": alias, "modified_at": _STARTED.isoformat().replace("+00:00", "Z"), "size": 0,
-            "digest": hashlib.sha256(engine.model_id.encode()).hexdigest(), "details": self._details(alias),
+            "digest": hashlib.sha256(engine.model_id.encode()).hexdigest(), "details": model_details(alias),
         } for alias, engine in self.text.engines.items()]}
 
     def show(self, name: str) -> dict[str, Any]:
@@ -68,7 +59,7 @@ class OllamaServing:
         defaults = (f"temperature {d.temperature}", f"top_p {d.top_p}", f"top_k {d.top_k}", f"num_predict {d.max_tokens}")
         return {
             "modelfile": "", "template": "", "license": "", "parameters": "\n".join(defaults),
-            "details": self._details(alias),
+            "details": model_details(alias),
             "model_info": {"general.architecture": "pureinfer", "general.name": alias,
                            "pureinfer.context_length": engine.n_ctx},
             "capabilities": ["completion"],
@@ -104,22 +95,13 @@ class OllamaServing:
         return out
 
     @staticmethod
-    def _piece(kind: Kind, model: str, text: str) -> dict[str, Any]:
-        out: dict[str, Any] = {"model": model, "created_at": now_iso()}
-        if kind == "chat":
-            out["message"] = {"role": "assistant", "content": text}
-        else:
-            out["response"] = text
-        return out
-
-    @classmethod
-    def _final(cls, kind: Kind, model: str, g: TextGeneration, text: str, n_tokens: int, finish: str,
+    def _final(kind: Kind, model: str, g: TextGeneration, text: str, n_tokens: int, finish: str,
                first_at: float | None) -> dict[str, Any]:
         v = g.valid
         end = time.monotonic()
         first = first_at if first_at is not None else end
         return {
-            **cls._piece(kind, model, text), "done": True, "done_reason": finish,
+            **piece(kind, model, text), "done": True, "done_reason": finish,
             "total_duration": _ns(end - v.admitted_at), "load_duration": 0,
             "prompt_eval_count": v.prompt_tokens, "prompt_eval_duration": _ns(first - v.admitted_at),
             "eval_count": n_tokens, "eval_duration": _ns(end - first),
@@ -142,6 +124,6 @@ class OllamaServing:
             first_at = first_at or time.monotonic()
             builder.add(delta)
             if delta.text:
-                yield {**self._piece(kind, model, delta.text), "done": False}
+                yield {**piece(kind, model, delta.text), "done": False}
         c = builder.build(g.valid.admitted_at)
         yield self._final(kind, model, g, "", len(c.token_ids), c.finish_reason, first_at)

@@ -1,6 +1,5 @@
-"""Wire models of Ollama's API as the gateway takes it (github.com/ollama/ollama docs/api.md). No
-FastAPI here. The worker's own Ollama surface (api/ollama/) has the same options; the gateway
-keeps its own models because it sits on its own floor and has its own rules:
+"""Ollama's API (github.com/ollama/ollama docs/api.md) as the gateway takes it: the wire models
+shared with the worker (wire/ollama.py), with the gateway's bounds and rules. No FastAPI here.
 
 - the gateway's template is the only system prompt, as on its /chat: a `system` message (chat)
   or `system` field (generate) is refused by name, and so is `raw` (the template always applies);
@@ -14,58 +13,22 @@ keeps its own models because it sits on its own floor and has its own rules:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
-from pureinfer.gateway.bounds import MAX_SQL_BIGINT
+from pureinfer.wire import ollama as wire
 
-UNSUPPORTED = "not supported by this server (pure inference, text only)"
 # Ollama's own defaults (its docs' "Valid Parameters and Values").
 OLLAMA_DEFAULTS = {"temperature": 0.8, "top_p": 0.9, "top_k": 40}
 
 
-def _refuse_set(value: Any) -> Any:
-    if value:
-        raise ValueError(UNSUPPORTED)
-    return value
-
-
-class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+class Options(wire.Options):
+    # Tighter than the worker's: bounded as the gateway's /chat bounds the fields they become
+    # (prompting/protocol.py's ChatRequest: top_k, max_tokens, stop).
     top_k: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    seed: int | None = Field(default=None, ge=-1, le=MAX_SQL_BIGINT)
     num_predict: int | None = Field(default=None, ge=-2, le=32_768)
     stop: list[str] | None = Field(default=None, max_length=4)
-    # Load-time options of Ollama's runner: no effect on the output, accepted and ignored.
-    numa: bool | None = None
-    num_ctx: int | None = Field(default=None, ge=1)
-    num_batch: int | None = Field(default=None, ge=1)
-    num_gpu: int | None = None
-    main_gpu: int | None = Field(default=None, ge=0)
-    low_vram: bool | None = None
-    f16_kv: bool | None = None
-    vocab_only: bool | None = None
-    use_mmap: bool | None = None
-    use_mlock: bool | None = None
-    num_thread: int | None = Field(default=None, ge=0)
-    embedding_only: bool | None = None
-    logits_all: bool | None = None
-
-    @field_validator("num_predict")
-    @classmethod
-    def _not_zero(cls, value: int | None) -> int | None:
-        if value == 0:
-            raise ValueError("must be at least 1 (or -1 for the default)")
-        return value
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _stop_list(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
     def chat_fields(self) -> dict[str, Any]:
         """The gateway /chat's fields for these options (Ollama's defaults where none was given)."""
@@ -79,29 +42,9 @@ class Options(BaseModel):
         return out
 
 
-class OllamaMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    role: Literal["system", "user", "assistant"]
-    content: str = ""
-    images: list[str] | None = None
-    thinking: str | None = None
-    tool_calls: list[Any] | None = None
-
-    _unsupported = field_validator("images", "tool_calls")(_refuse_set)
-
-
-class _OllamaRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _OllamaRequest(wire.OllamaRequest):
     model: str = Field(min_length=1, max_length=100)
-    stream: bool = True
     options: Options | None = None
-    format: str | dict[str, Any] | None = None
-    keep_alive: float | str | None = None
-    think: bool | str | None = None
-
-    _unsupported = field_validator("format", "think")(_refuse_set)
 
     def chat_fields(self) -> dict[str, Any]:
         return (self.options or Options()).chat_fields()
@@ -111,27 +54,14 @@ class _OllamaRequest(BaseModel):
         return self.model.removesuffix(":latest")
 
 
-class OllamaChatRequest(_OllamaRequest):
-    messages: list[OllamaMessage] = Field(default_factory=list)
-    tools: list[Any] | None = None
-
-    _no_tools = field_validator("tools")(_refuse_set)
+class OllamaChatRequest(_OllamaRequest, wire.OllamaChatRequest):
+    pass
 
 
-class OllamaGenerateRequest(_OllamaRequest):
-    prompt: str = ""
-    system: str | None = None
-    raw: bool = False
-    template: str | None = None
-    context: list[int] | None = None
-    suffix: str | None = None
-    images: list[str] | None = None
-
-    _unsupported_here = field_validator("template", "context", "suffix", "images")(_refuse_set)
+class OllamaGenerateRequest(_OllamaRequest, wire.OllamaGenerateRequest):
+    pass
 
 
-class ShowRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class ShowRequest(wire.ShowRequest):
     model: str | None = Field(default=None, min_length=1, max_length=100)
     name: str | None = Field(default=None, min_length=1, max_length=100)

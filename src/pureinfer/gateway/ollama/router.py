@@ -16,8 +16,9 @@ from starlette.types import Receive, Scope, Send
 from pureinfer.errors import InvalidPayload
 from pureinfer.gateway.auth import caller_dep
 from pureinfer.gateway.ollama.protocol import OllamaChatRequest, OllamaGenerateRequest, ShowRequest
-from pureinfer.gateway.ollama.service import Kind, OllamaGateway
+from pureinfer.gateway.ollama.service import OllamaGateway
 from pureinfer.gateway.prompting.service import StreamRelay
+from pureinfer.wire.ollama import Kind
 
 router = APIRouter(prefix="/api", tags=["ollama"])
 
@@ -79,7 +80,7 @@ async def tags(request: Request, caller: str | None = Depends(caller_dep)) -> di
 @router.post("/show")
 async def show(request: Request, body: ShowRequest, caller: str | None = Depends(caller_dep)) -> dict[str, Any]:
     """One model's details and Ollama's default parameters, as the gateway sends them."""
-    name = body.model or body.name
+    name = body.model_name()
     if name is None:
         raise InvalidPayload.field("model", "give the model's name")
     return _service(request).show(name)

@@ -14,8 +14,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -25,14 +24,10 @@ from pureinfer.gateway.ollama.protocol import OLLAMA_DEFAULTS, OllamaChatRequest
 from pureinfer.gateway.prompting.protocol import ChatRequest
 from pureinfer.gateway.prompting.service import PromptingService, StreamRelay
 from pureinfer.gateway.workers.registry import WorkerRegistry
+from pureinfer.wire.ollama import Kind, model_details, now_iso, piece
 
-Kind = Literal["chat", "generate"]
 WORKER_TYPE = "chat"
 _HISTORY_FIELD = re.compile(r"^history\.(\d+)\.content$")
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _ns(seconds: Any) -> int:
@@ -62,17 +57,12 @@ class OllamaGateway:
     def tags(self) -> dict[str, Any]:
         started = now_iso()
         return {"models": [{"name": m, "model": m, "modified_at": started, "size": 0, "digest": "",
-                            "details": self._details(m)} for m in self.models()]}
-
-    @staticmethod
-    def _details(model: str) -> dict[str, Any]:
-        return {"parent_model": "", "format": "safetensors", "family": model, "families": [model],
-                "parameter_size": "", "quantization_level": ""}
+                            "details": model_details(m)} for m in self.models()]}
 
     def show(self, name: str) -> dict[str, Any]:
         alias = self.check_model(name)
         params = "\n".join(f"{k} {v}" for k, v in OLLAMA_DEFAULTS.items())
-        return {"modelfile": "", "template": "", "license": "", "parameters": params, "details": self._details(alias),
+        return {"modelfile": "", "template": "", "license": "", "parameters": params, "details": model_details(alias),
                 "model_info": {"general.architecture": "pureinfer", "general.name": alias},
                 "capabilities": ["completion"], "modified_at": now_iso()}
 
@@ -141,7 +131,7 @@ class OllamaGateway:
         """The answer (`stream: false`), or the worker's stream to translate with `lines()`."""
         chat = self.to_chat(body)
         if chat is None:
-            return self._piece(kind, body.model, "") | {"done": True, "done_reason": "load"}
+            return piece(kind, body.model, "") | {"done": True, "done_reason": "load"}
         try:
             result = await self.prompting.chat(chat, request_id, caller, endpoint=f"ollama/{kind}")
         except InvalidPayload as exc:
@@ -152,18 +142,9 @@ class OllamaGateway:
 
     # -- the answer, in Ollama's terms --------------------------------------------------------------
     @staticmethod
-    def _piece(kind: Kind, model: str, text: str) -> dict[str, Any]:
-        out: dict[str, Any] = {"model": model, "created_at": now_iso()}
-        if kind == "chat":
-            out["message"] = {"role": "assistant", "content": text}
-        else:
-            out["response"] = text
-        return out
-
-    @classmethod
-    def _final(cls, kind: Kind, model: str, data: dict[str, Any], text: str) -> dict[str, Any]:
+    def _final(kind: Kind, model: str, data: dict[str, Any], text: str) -> dict[str, Any]:
         md = data.get("execution_metadata") or {}
-        out = {**cls._piece(kind, model, text), "done": True, "done_reason": data.get("finish_reason", "stop"),
+        out = {**piece(kind, model, text), "done": True, "done_reason": data.get("finish_reason", "stop"),
                "total_duration": _ns((md.get("gateway_latency_ms") or 0) / 1000), "load_duration": 0,
                "prompt_eval_count": data.get("prompt_tokens"), "eval_count": data.get("tokens_generated"),
                "eval_duration": _ns(data.get("generation_time")),
@@ -198,7 +179,7 @@ class OllamaGateway:
                                                       "execution_metadata": {"gateway_latency_ms": latency_ms}}, "")
                     yield {**final, **template}
                 elif isinstance(event.get("text"), str):
-                    yield {**self._piece(kind, model, event["text"]), "done": False}
+                    yield {**piece(kind, model, event["text"]), "done": False}
 
 
 def _event(raw: bytes) -> dict[str, Any] | None:
