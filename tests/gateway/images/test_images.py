@@ -114,6 +114,23 @@ async def test_openai_images_route(make_gateway, sqlite_url, image_worker):
     assert row["endpoint"] == "images-generations" and len(row["seeds"]) == 2
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x1c", "\x0b", "\x0c", "\r"])
+async def test_a_prompt_with_a_unicode_line_separator_is_drawn(make_gateway, sqlite_url, image_worker, separator):
+    """The worker's final SSE event echoes the prompt as raw UTF-8 (JSON leaves U+2028, NEL and the
+    like unescaped). The gateway read the stream with httpx's `aiter_lines`, which splits at every
+    `str.splitlines` boundary, cut that event in two and answered 500 "not JSON" (found by the
+    2,000-request fuzz run). SSE lines end at CR/LF only."""
+    _, c = await gateway_with(make_gateway, sqlite_url, [(image_worker, "image")])
+    prompt = f"a castle{separator}at dusk"
+    r = await c.post("/v1/images/generations", json={"prompt": prompt, "size": "64x64", "steps": 1, "seed": 4},
+                     headers=CALLER)
+    assert r.status_code == 200, r.text
+    assert r.json()["data"][0]["url"].endswith(".png")
+    r = await c.post("/generate-image", json={**IMAGE, "prompt": prompt, "steps": 1}, headers=CALLER)
+    assert r.status_code == 200, r.text
+    assert r.json()["prompt_used"] == prompt
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"width": 65}, "width"), ({"steps": 0}, "steps"), ({"num_images": 9}, "num_images"),
     ({"scheduler": "plms"}, "scheduler"), ({"prompt": "  "}, "prompt"), ({"colour": "red"}, "colour"),

@@ -68,9 +68,10 @@ from pureinfer.gateway.images.protocol import Enhancement, GenerateImageRequest,
 from pureinfer.gateway.prompting.protocol import EnhanceRequest
 from pureinfer.gateway.prompting.service import PromptingService
 from pureinfer.gateway.settings import GatewaySettings
-from pureinfer.gateway.workers.client import WorkerCall, WorkerClient
+from pureinfer.gateway.workers.client import WorkerCall, WorkerClient, sse_lines
 
 log = logging.getLogger("pureinfer.gateway.images")
+
 WORKER_TYPE = "image"  # served by workers of type image or all (registry.WorkerState.serves)
 
 ProgressHandler = Callable[[int, int], Awaitable[None] | None]
@@ -207,7 +208,7 @@ class ImageService:
         final: dict[str, Any] | None = None
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                async for line in resp.aiter_lines():
+                async for line in sse_lines(resp):
                     if not line.startswith("data:"):
                         continue  # blank separators and ": ping" comments
                     data = line[5:].strip()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,3 +199,18 @@ class WorkerClient:
     @staticmethod
     def release(call: WorkerCall) -> None:
         call.worker.in_flight -= 1
+
+
+async def sse_lines(resp: httpx.Response) -> AsyncIterator[str]:
+    """The lines of an SSE body, ended by LF or CR LF as the SSE format ends them. Not httpx's
+    `aiter_lines`: it splits at every `str.splitlines` boundary, U+2028, U+2029 and NEL included,
+    which JSON leaves raw inside strings (a prompt echoed in the final event), and so cut events in
+    two."""
+    pending = b""
+    async for chunk in resp.aiter_bytes():
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.removesuffix(b"\r").decode()
+    if pending:
+        yield pending.removesuffix(b"\r").decode()
