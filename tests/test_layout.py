@@ -19,7 +19,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "pureinfer"
 
 CORE = {"errors", "settings", "logging", "metrics", "security", "http_errors", "asgi", "paths", "disconnect",
-        "__init__"}
+        "jsonline", "__init__"}
 FOUNDATION = {"engines", "storage", "db", "queue", "wire"}
 ALLOWED: dict[str, set[str]] = {
     "core": {"core"},

@@ -22,6 +22,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from pureinfer import jsonline
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 # A caller's X-Request-ID is kept when it is this sane (it ends up in logs, headers and the audit
@@ -85,7 +87,7 @@ class JsonFormatter(logging.Formatter):
                 line[key] = value
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return jsonline.one_line(json.dumps(line, ensure_ascii=False, default=str))
 
 
 def configure_logging(level: str = "INFO") -> None:

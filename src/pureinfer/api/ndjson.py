@@ -8,14 +8,13 @@ once when the response ends in any way, also when it is cancelled before the gen
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.responses import StreamingResponse
 
-from pureinfer import metrics
+from pureinfer import jsonline, metrics
 from pureinfer.api.closing import ClosingResponse
 from pureinfer.errors import as_pureinfer_error, envelope
 
@@ -25,7 +24,7 @@ MEDIA_TYPE = "application/x-ndjson"
 
 
 def line(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return jsonline.dumps(obj).encode() + b"\n"
 
 
 async def _lines(events: AsyncIterator[dict[str, Any]], request_id: str) -> AsyncIterator[bytes]:

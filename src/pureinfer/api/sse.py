@@ -10,14 +10,13 @@ response ends in any way.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from sse_starlette.sse import EventSourceResponse
 
-from pureinfer import metrics
+from pureinfer import jsonline, metrics
 from pureinfer.api.closing import ClosingResponse
 from pureinfer.errors import as_pureinfer_error, envelope
 
@@ -26,20 +25,16 @@ log = logging.getLogger("pureinfer.sse")
 DONE = "[DONE]"
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
 async def _frames(events: AsyncIterator[dict[str, Any]], request_id: str) -> AsyncIterator[dict[str, str]]:
     try:
         async for event in events:
-            yield {"data": _dumps(event)}
+            yield {"data": jsonline.dumps(event)}
     except Exception as exc:  # the envelope hides unknown errors' text
         err = as_pureinfer_error(exc)
         if err is not exc:
             log.exception("error while streaming")
         metrics.ERRORS.labels(code=err.code.value).inc()
-        yield {"data": _dumps({"error": envelope(err, request_id)})}
+        yield {"data": jsonline.dumps({"error": envelope(err, request_id)})}
     yield {"data": DONE}
 
 

@@ -48,6 +48,19 @@ def test_progress_events_in_order_then_the_full_response(client) -> None:
     assert client.get(plain["image_url"]).content == client.get(final["image_url"]).content
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
+def test_an_event_echoing_a_unicode_line_separator_stays_one_line(client, separator: str) -> None:
+    """The final event echoes the prompt. JSON leaves U+2028, U+2029 and NEL raw inside strings, and
+    a reader that splits with `str.splitlines` (httpx's `aiter_lines`, as the gateway did, and as
+    `sse_data` above does) would cut the event in two: they are written escaped."""
+    prompt = f"a castle{separator}at dusk"
+    r = client.post("/generate", json=BASE | {"prompt": prompt, "steps": 1})
+    assert r.status_code == 200, r.text
+    assert separator not in r.text
+    *_, final, done = sse_data(r.text)
+    assert done == "[DONE]" and final["metadata"]["prompt"] == prompt
+
+
 def test_a_refused_stream_keeps_its_status_and_envelope(client) -> None:
     r = client.post("/generate", json=BASE | {"width": 65})
     assert r.status_code == 400 and not r.headers["content-type"].startswith("text/event-stream")

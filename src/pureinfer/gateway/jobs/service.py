@@ -32,6 +32,7 @@ from typing import Any
 import anyio
 from sqlalchemy.exc import IntegrityError
 
+from pureinfer import jsonline
 from pureinfer.db.models import JobRecord
 from pureinfer.db.store import Store, as_utc
 from pureinfer.errors import (
@@ -232,7 +233,7 @@ class JobService:
             now = (job.status, job.progress.step if job.progress else None)
             if now != last:
                 kind = "progress" if last is not None and now[0] == last[0] else "status"
-                yield f"event: {kind}\ndata: {job.model_dump_json()}\n\n"
+                yield f"event: {kind}\ndata: {jsonline.one_line(job.model_dump_json())}\n\n"
                 last = now
             if job.status.is_terminal():
                 return

@@ -5,7 +5,6 @@ Ollama's `{"error": "..."}` is; an error after a stream began is one last NDJSON
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from pureinfer import jsonline
 from pureinfer.errors import InvalidPayload
 from pureinfer.gateway.auth import caller_dep
 from pureinfer.gateway.ollama.protocol import OllamaChatRequest, OllamaGenerateRequest, ShowRequest
@@ -35,7 +35,7 @@ class NdjsonRelayResponse(StreamingResponse):
     def __init__(self, lines: AsyncIterator[dict[str, Any]], relay: StreamRelay, headers: dict[str, str]) -> None:
         async def encoded() -> AsyncIterator[bytes]:
             async for obj in lines:
-                yield json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+                yield jsonline.dumps(obj).encode() + b"\n"
 
         super().__init__(encoded(), media_type="application/x-ndjson", headers=headers)
         self.relay = relay
