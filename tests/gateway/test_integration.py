@@ -89,7 +89,7 @@ async def test_real_workers_registration_enhance_chat_and_failover(cache_dir, tm
             after = [await one(100 + i) for i in range(6)]
             assert all(r.status_code == 200 and r.json()["execution_metadata"]["worker_id"] == ids[w2.url]
                        for r in after)
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60  # a bound on waiting, not a speed goal
             while True:
                 states = {w["url"]: w["healthy"] for w in (await c.get("/workers", headers=ADMIN)).json()}
                 if states == {w1.url: False, w2.url: True}:
@@ -97,7 +97,7 @@ async def test_real_workers_registration_enhance_chat_and_failover(cache_dir, tm
                 assert time.monotonic() < deadline, states
                 await asyncio.sleep(0.1)
 
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60  # a bound on waiting, not a speed goal
             while True:  # the audit writer is asynchronous: wait for its batch
                 audit = (await c.get("/audit?limit=1000", headers=ADMIN)).json()["records"]
                 if sum(r["status"] == 200 for r in audit) == 1 + 1 + 16 + 6 or time.monotonic() > deadline:

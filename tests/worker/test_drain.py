@@ -79,7 +79,7 @@ def test_sigterm_drains_then_exits_zero(cache_dir: Path) -> None:
         t.start()
         assert streaming.wait(60), "the in-flight request never started streaming"
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
+        _until(lambda: httpx.get(url + "/health/ready", timeout=5).status_code == 503, "draining after SIGTERM")
         ready = httpx.get(url + "/health/ready", timeout=5)
         assert ready.status_code == 503 and ready.json()["state"] == "draining"
         refused = httpx.post(url + "/chat", json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 2},

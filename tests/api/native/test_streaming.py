@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,7 +108,7 @@ def test_dropped_streaming_clients_free_their_slots(server: LiveServer) -> None:
             await asyncio.gather(*(drop_one() for _ in range(wave)))
 
     asyncio.run(main())
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a bound on waiting, not a speed goal
     while _running(server) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _running(server) == 0
@@ -115,19 +116,41 @@ def test_dropped_streaming_clients_free_their_slots(server: LiveServer) -> None:
 
 
 def test_overload_is_503_with_retry_after(server: LiveServer) -> None:
+    """Six requests fill the gate (4 running + 2 queued) and the seventh is refused at once with
+    503 + Retry-After; the six then finish. The engine is held inside its first forward (a hook
+    that waits) until the seventh has its answer, so none of the six can finish early and free a
+    slot, however fast or slow the machine is."""
+    runtime = server.app.state.runtime
+    engine = next(iter(runtime.text.engines.values()))
+    go = threading.Event()
+
+    def hold(*_: object) -> None:  # a pre-hook's return value would replace the inputs
+        go.wait()
+
+    hook = engine.model.get_input_embeddings().register_forward_pre_hook(hold)
+
     async def main() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=120) as c:
-            long = {"messages": msgs(), "max_tokens": 300, "min_tokens": 300}
-            tasks = [asyncio.create_task(c.post(server.url + "/chat", json=long, headers=_auth())) for _ in range(6)]
-            await asyncio.sleep(1.0)  # the 6 fill 4 running + 2 queued slots
-            extra = await c.post(server.url + "/chat", json=long, headers=_auth())
+            body = {"messages": msgs(), "max_tokens": 16}
+            tasks = [asyncio.create_task(c.post(server.url + "/chat", json=body, headers=_auth())) for _ in range(6)]
+            t0 = time.monotonic()
+            while runtime.admission.in_flight < 6:  # all six admitted (a condition, not a sleep)
+                assert time.monotonic() - t0 < 60 and not any(t.done() for t in tasks)
+                await asyncio.sleep(0.01)
+            extra = await c.post(server.url + "/chat", json=body, headers=_auth())
+            go.set()
             done = await asyncio.gather(*tasks)
             return [extra, *done]
 
-    extra, *done = asyncio.run(main())
+    try:
+        extra, *done = asyncio.run(main())
+    finally:
+        go.set()
+        hook.remove()
     assert extra.status_code == 503, extra.text
     assert extra.json()["error_code"] == "WORKER_OVERLOADED" and extra.headers["retry-after"] == "1"
-    assert all(r.status_code == 200 for r in done)
+    assert [r.status_code for r in done] == [200] * 6, [r.text for r in done]
+    assert runtime.admission.in_flight == 0
 
 
 def test_deadline_stops_generation(cache_dir: Path) -> None:

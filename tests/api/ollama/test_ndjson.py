@@ -77,7 +77,7 @@ def test_deadline_mid_stream_and_dropped_clients(cache_dir: Path) -> None:
                 await asyncio.gather(*(drop_one() for _ in range(wave)))
 
         asyncio.run(main())
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a bound on waiting, not a speed goal
         while _running(s) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _running(s) == 0

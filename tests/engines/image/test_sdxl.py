@@ -24,11 +24,17 @@ def px(image: object) -> np.ndarray:
     return np.asarray(image)
 
 
-async def wait_idle(engine, timeout: float = 30.0) -> None:
+async def wait_until(condition, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll a condition of the engine's state (never a fixed sleep: the engine thread may be slow
+    to get there on a loaded machine); the timeout only ends a test that would otherwise hang."""
     t0 = time.monotonic()
-    while engine.num_running or engine.num_waiting:
+    while not condition():
         assert time.monotonic() - t0 < timeout
         await asyncio.sleep(0.02)
+
+
+async def wait_idle(engine, timeout: float = 60.0) -> None:
+    await wait_until(lambda: not (engine.num_running or engine.num_waiting), timeout)
 
 
 def test_engine_satisfies_the_protocol(engine) -> None:
@@ -98,7 +104,7 @@ async def test_cancelled_request_is_dropped(engine) -> None:
     await wait_idle(engine)
     before = engine.stats()
     task = asyncio.create_task(engine.generate(req(1, steps=1000)))
-    await asyncio.sleep(0.5)
+    await wait_until(lambda: engine.stats()["denoise_steps"] > before["denoise_steps"])  # its batch runs
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -196,9 +202,9 @@ async def test_unstarted_engine_is_unavailable_and_a_full_queue_overloads(engine
     await small.start()
     try:
         running = asyncio.create_task(small.generate(req(1, steps=1000)))
-        await asyncio.sleep(0.4)  # taken off the queue by the engine thread
+        await wait_until(lambda: small.num_running == 1 and small.num_waiting == 0)  # taken off the queue
         queued = asyncio.create_task(small.generate(req(2, steps=1000)))
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: small.num_waiting == 1)
         with pytest.raises(WorkerOverloaded) as info:
             await small.generate(req(3))
         assert info.value.http_status == 503 and info.value.retry_after

@@ -320,16 +320,18 @@ async def test_database_outage_neither_slows_nor_loses(pg_schemas, make_gateway,
         failing = await c.post("/enhance-prompt", json={"prompt": "failing"}, headers=CALLER)
         assert failing.status_code == 400 and failing.json()["error_code"] == "TOKEN_LIMIT_EXCEEDED"
         writer = app.state.gateway.audit
-        await asyncio.sleep(0.5)
-        assert writer.status()["store_ok"] is False and writer.pending_spill()
-        assert sorted(during)[len(during) // 2] < 0.25  # the median request is not slowed by the outage
+        await wait_for(lambda: asyncio.sleep(0, writer.status()["store_ok"] is False and writer.pending_spill()),
+                       timeout=30)
+        # Not slowed by the outage: a request that waited on the database would pay the store
+        # timeout (2 s); the bound leaves slack for a loaded machine.
+        assert sorted(during)[len(during) // 2] < 1.0
         health = (await c.get("/health")).json()
         assert health["status"] == "healthy" and health["audit"]["store_ok"] is False
 
         proxy.restore()  # back: the spill file is replayed, nothing lost, nothing doubled
         await wait_for(await stored_is(36), timeout=20)
         # The replay deletes its file after its last batch is stored (a file-thread step later).
-        await wait_for(lambda: asyncio.sleep(0, not writer.pending_spill()), timeout=5)
+        await wait_for(lambda: asyncio.sleep(0, not writer.pending_spill()), timeout=30)
         assert not writer.pending_spill()
         rows = (await c.get("/audit?limit=1000", headers=ADMIN)).json()["records"]
         prompts = {r["prompt_preview"] for r in rows}
@@ -348,7 +350,7 @@ async def test_stalled_database_neither_slows_nor_loses(pg_schemas, make_gateway
     proxy.restore()
     try:
         app, c, ctl, wid = await setup(make_gateway, direct.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"),
-                                       fake_workers, store_timeout_s=0.8)
+                                       fake_workers, store_timeout_s=3.0)
         count_engine = create_engine(direct)
 
         def stored() -> int:
@@ -366,9 +368,11 @@ async def test_stalled_database_neither_slows_nor_loses(pg_schemas, make_gateway
             r = await c.post("/enhance-prompt", json={"prompt": f"stalled {i}"}, headers=CALLER)
             took.append(time.perf_counter() - t)
             assert r.status_code == 200, r.text
-        assert max(took) < 1.5 and sorted(took)[len(took) // 2] < 0.25
+        # One request may pay the store timeout (3 s) once; the others do not wait on the database.
+        # Bounds at twice and half that timeout: slack for a loaded machine, none for a wait.
+        assert max(took) < 6.0 and sorted(took)[len(took) // 2] < 1.5
         # The hung insert times out (store_timeout_s) and its batch goes to the spill file.
-        await wait_for(lambda: asyncio.sleep(0, app.state.gateway.audit.pending_spill()), timeout=5)
+        await wait_for(lambda: asyncio.sleep(0, app.state.gateway.audit.pending_spill()), timeout=30)
 
         proxy.flowing.set()
         await wait_for(lambda: asyncio.to_thread(lambda: stored() == 18), timeout=20)

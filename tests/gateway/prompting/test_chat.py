@@ -85,7 +85,7 @@ async def test_a_worker_that_dies_mid_stream_ends_the_stream_with_an_error_event
     assert events[:2] == ['data: {"text": "[w] "}', 'data: {"text": "enhanced: "}'] and events[-1] == "data: [DONE]"
     error = json.loads(events[-2].removeprefix("data: "))["error"]
     assert error["error_code"] == "WORKER_UNAVAILABLE" and error["request_id"] == "broken-1"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a bound on waiting, not a speed goal
     while not (records := (await c.get("/audit?request_id=broken-1", headers=ADMIN)).json()["records"]):
         assert time.monotonic() < deadline, "no audit row"
         await asyncio.sleep(0.05)
@@ -108,7 +108,7 @@ async def test_caller_disconnect_mid_stream(tmp_path, sqlite_url, fake_workers):
                 assert r.status_code == 200
                 async for _chunk in r.aiter_raw():
                     break  # first event, then hang up
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60  # a bound on waiting, not a speed goal
             while True:
                 rows = (await c.get("/audit?request_id=gone-1", headers=ADMIN)).json()["records"]
                 if rows or time.monotonic() > deadline:
@@ -137,7 +137,7 @@ async def test_internal_errors_are_coded_and_audited(sqlite_url, make_gateway, f
         assert r.status_code == 500 and r.json()["error_code"] == "INTERNAL_ERROR", r.text
         assert "a log call" not in r.text and r.json()["request_id"] == f"boom{endpoint.replace('/', '-')}"
     monkeypatch.undo()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a bound on waiting, not a speed goal
     while True:
         rows = (await c.get("/audit?error_code=INTERNAL_ERROR", headers=ADMIN)).json()["records"]
         if len(rows) == 2 or time.monotonic() > deadline:
@@ -175,7 +175,7 @@ async def test_a_refused_message_is_named_by_the_callers_field(sqlite_url, make_
     r = await c.post("/chat", json={"message": "fine"}, headers={**CALLER, "X-Request-ID": "tpl-bad"})
     assert r.status_code == 500 and r.json()["error_code"] == "INTERNAL_ERROR"
     assert (r.json()["details"]["template_name"], r.json()["details"]["template_version"]) == ("playground", 2)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a bound on waiting, not a speed goal
     while True:
         rows = (await c.get("/audit?status=400", headers=ADMIN)).json()["records"]
         if len(rows) == 4 or time.monotonic() > deadline:
