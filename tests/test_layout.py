@@ -115,3 +115,69 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
         assert {part_of(m) for m in mods} - ALLOWED["engines"] == {"api", "worker"}
     finally:
         SRC = saved
+
+
+def import_graph(paths: list[Path]) -> dict[str, set[str]]:
+    """Module -> the modules of this tree it names in an import (anywhere in the file: module level,
+    inside functions, under TYPE_CHECKING). `from package import name` counts for the submodule
+    `package.name` when there is one, else for the package."""
+    known = {module_name(p) for p in paths}
+    graph: dict[str, set[str]] = {}
+    for path in paths:
+        here = module_name(path)
+        edges: set[str] = set()
+        tree = ast.parse(path.read_text(), filename=str(path))
+        names = {(node.lineno, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                 for alias in node.names}
+        for line, mod in imports_of(path):
+            subs = {f"{mod}.{name}" for ln, name in names if ln == line} & known
+            edges |= subs or ({mod} & known)
+        graph[here] = edges - {here}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circles() -> None:
+    """Within a part too, imports run one way: no two modules import each other, directly or round
+    about (the gateway's app and its metrics once did, through a TYPE_CHECKING import of Gateway;
+    the queue protocol once imported its own backends to choose one)."""
+    assert cycles(import_graph(sources())) == []
+
+
+def test_the_circle_finder_sees_a_circle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []

@@ -48,7 +48,7 @@ from pureinfer.gateway.workers.router import router as workers_router
 from pureinfer.gateway.workers.transport import AddressPins, worker_http_client
 from pureinfer.gateway.workers.urls import UrlPolicy
 from pureinfer.http_errors import ErrorShapes, install_error_handlers
-from pureinfer.queue.base import open_queue
+from pureinfer.queue import open_queue
 from pureinfer.wire.a1111 import JobBoard, a1111_error
 
 log = logging.getLogger("pureinfer.gateway")
@@ -100,7 +100,7 @@ def create_app(settings: GatewaySettings, *, url_policy: UrlPolicy | None = None
         http = worker_http_client(pins)
         gw = Gateway(settings, store, http, pins, url_policy, metrics, webhook_policy)
         app.state.gateway = gw
-        metrics.add_collector("gateway", lambda: gateway_families(gw))
+        metrics.add_collector("gateway", lambda: gateway_families(gw.registry, gw.templates, gw.audit))
         job_stats = JobStats()
         metrics.add_collector("jobs", job_stats.families)
         tasks = [asyncio.create_task(gw.audit.run(), name="audit-writer"),

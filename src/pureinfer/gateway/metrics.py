@@ -48,7 +48,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pureinfer.gateway.auth import caller_dep
 
 if TYPE_CHECKING:
-    from pureinfer.gateway.app import Gateway
+    from pureinfer.gateway.audit.writer import AuditWriter
+    from pureinfer.gateway.templates.service import TemplateService
+    from pureinfer.gateway.workers.registry import WorkerRegistry
 
 log = logging.getLogger("pureinfer.gateway.metrics")
 
@@ -105,8 +107,9 @@ class GatewayMetrics:
         return generate_latest(self.registry)
 
 
-def gateway_families(gw: Gateway) -> Iterable[Metric]:
-    """The gateway's own state, read at scrape time."""
+def gateway_families(registry: WorkerRegistry, templates: TemplateService, audit: AuditWriter) -> Iterable[Metric]:
+    """The gateway's own state, read at scrape time: the parts it reads, not the whole Gateway
+    (which composes this module: an import back would close a circle)."""
     labels = ["worker_id", "worker_type"]
     healthy = GaugeMetricFamily("pureinfer_gateway_worker_healthy", "1 when the worker passed its last check",
                                 labels=labels)
@@ -114,7 +117,7 @@ def gateway_families(gw: Gateway) -> Iterable[Metric]:
                                   labels=labels)
     circuit = GaugeMetricFamily("pureinfer_gateway_worker_circuit", "1 for the worker's circuit state",
                                 labels=[*labels, "state"])
-    for w in list(gw.registry.workers.values()):
+    for w in list(registry.workers.values()):
         ids = [w.id, w.worker_type]
         healthy.add_metric(ids, 1.0 if w.healthy else 0.0)
         in_flight.add_metric(ids, float(w.in_flight))
@@ -124,11 +127,11 @@ def gateway_families(gw: Gateway) -> Iterable[Metric]:
 
     cache = CounterMetricFamily("pureinfer_gateway_template_cache", "Template selections by cache result",
                                 labels=["result"])
-    cache.add_metric(["hit"], float(gw.templates.cache_stats["hits"]))
-    cache.add_metric(["miss"], float(gw.templates.cache_stats["misses"]))
+    cache.add_metric(["hit"], float(templates.cache_stats["hits"]))
+    cache.add_metric(["miss"], float(templates.cache_stats["misses"]))
     yield cache
 
-    status: dict[str, Any] = gw.audit.status()
+    status: dict[str, Any] = audit.status()
     backlog = GaugeMetricFamily("pureinfer_gateway_audit_backlog", "Audit records not yet in the store",
                                 labels=["where"])
     backlog.add_metric(["buffer"], float(status["buffered"]))

@@ -79,18 +79,3 @@ class JobQueue(Protocol):
     async def dead_letters(self, worker_type: str) -> list[dict[str, Any]]: ...
 
     async def close(self) -> None: ...
-
-
-def open_queue(url: str, *, prefix: str = "pureinfer", visibility_timeout_s: float = 30.0,
-               max_attempts: int = 3) -> JobQueue:
-    """`memory` or `redis://...` (`rediss://` too)."""
-    if url == "memory":
-        from pureinfer.queue.memory import MemoryQueue
-
-        return MemoryQueue(visibility_timeout_s=visibility_timeout_s, max_attempts=max_attempts)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from pureinfer.queue.redis_streams import RedisStreamsQueue
-
-        return RedisStreamsQueue(url, prefix=prefix, visibility_timeout_s=visibility_timeout_s,
-                                 max_attempts=max_attempts)
-    raise ValueError(f"queue must be 'memory' or a redis:// URL, not {url!r}")
