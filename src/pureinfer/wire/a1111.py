@@ -158,12 +158,12 @@ def _timestamp() -> str:
 
 
 def txt2img_response(body: Txt2ImgRequest, images: list[dict[str, Any]], infotexts: list[str], *,
-                     width: Any, height: Any, cfg_scale: Any, steps: Any, model_used: Any,
-                     ours: dict[str, Any]) -> dict[str, Any]:
+                     width: int | None, height: int | None, cfg_scale: float | None, steps: int | None,
+                     model_used: str | None, ours: dict[str, Any]) -> dict[str, Any]:
     """A1111's txt2img answer for `images` (the native items, each with its `seed` and `b64_json`):
     the images when `send_images`, the request as understood (`parameters`), and `info`, the JSON
-    string A1111 returns, whose values of what ran are the caller's and `ours` (our proof fields)
-    come after A1111's own."""
+    string A1111 returns: the values that ran (None where the worker did not say), then `ours` (our
+    proof fields) after A1111's own keys."""
     seeds = [item["seed"] for item in images]
     n = len(seeds)
     info = {
